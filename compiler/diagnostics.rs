@@ -1,0 +1,208 @@
+//! One diagnostic type for every phase, and the one place that talks to
+//! codespan-reporting.
+//!
+//! Each phase builds [`Diagnostic`]s as plain data; [`render`] turns them
+//! into text. Codes are stable kebab-case names: docs/diagnostics.md has a
+//! section for each, and `ignore CODE` refers to them.
+
+use crate::source::{Sources, Span};
+use codespan_reporting::diagnostic as cs;
+use codespan_reporting::files::{self, Files};
+use codespan_reporting::term;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+macro_rules! codes {
+    ($( $variant:ident = $name:literal, $severity:ident, $summary:literal; )*) => {
+        /// Every diagnostic fwc can report. The name is the stable code.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Code { $( $variant, )* }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[ $( Code::$variant, )* ];
+
+            pub fn name(self) -> &'static str {
+                match self { $( Code::$variant => $name, )* }
+            }
+
+            pub fn default_severity(self) -> Severity {
+                match self { $( Code::$variant => Severity::$severity, )* }
+            }
+
+            /// One line for `--help` and the docs.
+            pub fn summary(self) -> &'static str {
+                match self { $( Code::$variant => $summary, )* }
+            }
+
+            pub fn from_name(name: &str) -> Option<Code> {
+                match name { $( $name => Some(Code::$variant), )* _ => None }
+            }
+        }
+    };
+}
+
+codes! {
+    SyntaxError = "syntax-error", Error, "the text is not a valid policy";
+    UndefinedVariable = "undefined-variable", Error, "a `$name` that no `let` or `param` defines before its use";
+    RedefinedVariable = "redefined-variable", Error, "a `let` or `param` name defined twice";
+    WrongValueKind = "wrong-value-kind", Error, "a variable of one kind (interface, addresses, ports) used where another kind goes";
+    UnsetParam = "unset-param", Error, "a `param` without default that `--set` did not set";
+    UnknownParam = "unknown-param", Error, "`--set` names a param the policy does not declare";
+    UnknownService = "unknown-service", Error, "a service name that neither the policy nor the stdlib defines";
+    RedefinedService = "redefined-service", Error, "a service defined twice in the policy";
+    ServiceLacksProtocol = "service-lacks-protocol", Error, "a service used in the ports of a protocol it has no ports for";
+    UnknownModule = "unknown-module", Error, "`use` names a module the stdlib does not have";
+    UnknownPart = "unknown-part", Error, "`use … except` names a part the module does not have";
+    UnknownChain = "unknown-chain", Error, "a jump to a chain the policy does not define";
+    RedefinedChain = "redefined-chain", Error, "a chain defined twice";
+    ReservedChainName = "reserved-chain-name", Error, "a chain named like a built-in chain or target";
+    PortOutOfRange = "port-out-of-range", Error, "a port outside 0-65535";
+    ReversedPortRange = "reversed-port-range", Error, "a port range whose start is above its end";
+    PortsWithoutProtocol = "ports-without-protocol", Error, "ports given for a protocol that has none (only tcp, udp, udplite and sctp have ports)";
+    BadAddress = "bad-address", Error, "an address or CIDR block that does not parse";
+    HostBitsSet = "host-bits-set", Warning, "a CIDR block with bits set after the prefix";
+    FamilyConflict = "family-conflict", Error, "a rule whose addresses, protocol or options leave no address family";
+    BadInterface = "bad-interface", Error, "an interface name the kernel refuses";
+    CommentTooLong = "comment-too-long", Error, "a comment over 255 bytes, which the kernel would cut";
+    LogPrefixTooLong = "log-prefix-too-long", Error, "a log prefix over 29 bytes, which the kernel would cut";
+    BadRate = "bad-rate", Error, "a limit of zero, or a burst of zero";
+    IncludeNotFound = "include-not-found", Error, "an `include` of a plain path that does not exist";
+    IncludeCycle = "include-cycle", Error, "a file that includes itself, directly or through others";
+    StatefulNeedsAllow = "stateful-needs-allow", Error, "`stateful` on a rule whose action is not `allow`";
+    DuplicatePolicy = "duplicate-policy", Error, "two `policy` lines for one direction";
+    UnknownCode = "unknown-code", Error, "`ignore` names a code fwc does not have";
+    MissingDirection = "missing-direction", Error, "a rule outside a chain without `in`, `out` or `forward`";
+    DuplicateClause = "duplicate-clause", Error, "a rule that says the same part twice (two `from`, two protocols, …)";
+    MisplacedClause = "misplaced-clause", Error, "a part of a rule that does not fit its action or direction";
+    DirectionConflict = "direction-conflict", Error, "a chain whose rules need one direction, jumped to from several";
+    ChainCycle = "chain-cycle", Error, "chains that jump to each other in a loop";
+}
+
+/// A diagnostic as data. The first label is the primary one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub code: Code,
+    pub severity: Severity,
+    pub message: String,
+    pub labels: Vec<Label>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label {
+    pub span: Span,
+    pub message: String,
+    pub primary: bool,
+}
+
+impl Diagnostic {
+    pub fn new(code: Code, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            code,
+            severity: code.default_severity(),
+            message: message.into(),
+            labels: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn primary(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
+        self.labels.push(Label { span, message: message.into(), primary: true });
+        self
+    }
+
+    pub fn secondary(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
+        self.labels.push(Label { span, message: message.into(), primary: false });
+        self
+    }
+
+    pub fn note(mut self, note: impl Into<String>) -> Diagnostic {
+        self.notes.push(note.into());
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    pub fn primary_span(&self) -> Option<Span> {
+        self.labels.iter().find(|label| label.primary).map(|label| label.span)
+    }
+}
+
+/// Renders diagnostics the way a compiler does: the message, the code, the
+/// lines involved with their labels, then the notes. No colour.
+pub fn render(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
+    let files = SourceFiles(sources);
+    let config = term::Config::default();
+    let mut out = String::new();
+    for diagnostic in diagnostics {
+        let severity = match diagnostic.severity {
+            Severity::Error => cs::Severity::Error,
+            Severity::Warning => cs::Severity::Warning,
+        };
+        let labels = diagnostic
+            .labels
+            .iter()
+            .map(|label| {
+                let style =
+                    if label.primary { cs::LabelStyle::Primary } else { cs::LabelStyle::Secondary };
+                cs::Label::new(style, label.span.file, label.span.range())
+                    .with_message(label.message.clone())
+            })
+            .collect();
+        let rendered = cs::Diagnostic::new(severity)
+            .with_code(diagnostic.code.name())
+            .with_message(diagnostic.message.clone())
+            .with_labels(labels)
+            .with_notes(diagnostic.notes.clone());
+        term::emit_to_string(&mut out, &config, &files, &rendered)
+            .expect("every span points into a known file");
+    }
+    out
+}
+
+/// Adapts [`Sources`] to codespan-reporting's file database.
+struct SourceFiles<'a>(&'a Sources);
+
+impl<'a> Files<'a> for SourceFiles<'a> {
+    type FileId = usize;
+    type Name = &'a str;
+    type Source = &'a str;
+
+    fn name(&'a self, id: usize) -> Result<&'a str, files::Error> {
+        Ok(&self.0.files().get(id).ok_or(files::Error::FileMissing)?.name)
+    }
+
+    fn source(&'a self, id: usize) -> Result<&'a str, files::Error> {
+        Ok(&self.0.files().get(id).ok_or(files::Error::FileMissing)?.text)
+    }
+
+    fn line_index(&'a self, id: usize, byte_index: usize) -> Result<usize, files::Error> {
+        let text = self.source(id)?;
+        Ok(text[..byte_index.min(text.len())].matches('\n').count())
+    }
+
+    fn line_range(
+        &'a self,
+        id: usize,
+        line_index: usize,
+    ) -> Result<std::ops::Range<usize>, files::Error> {
+        let text = self.source(id)?;
+        let starts = line_starts(text);
+        let start = *starts.get(line_index).ok_or(files::Error::LineTooLarge {
+            given: line_index,
+            max: starts.len() - 1,
+        })?;
+        let end = starts.get(line_index + 1).copied().unwrap_or(text.len());
+        Ok(start..end)
+    }
+}
+
+fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect()
+}

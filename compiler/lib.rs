@@ -1,0 +1,63 @@
+//! fwc: a firewall policy compiler.
+//!
+//! The library is pure: [`compile`] reads files only through the
+//! [`FileSystem`] it is given, runs nothing, prints nothing. The `fwc`
+//! binary (compiler/cli) does the I/O and picks exit codes.
+//!
+//! Pipeline: syntax (pest, in `syntax::parser` only) → AST → `lower`
+//! (includes, stdlib modules, names, families) → IR (`ir`) → `emit`.
+
+pub mod diagnostics;
+pub mod emit;
+pub mod ir;
+pub mod lower;
+pub mod source;
+pub mod stdlib;
+pub mod syntax;
+pub mod tables;
+
+pub use diagnostics::{Code, Diagnostic, Severity};
+pub use source::{FileSystem, OsFileSystem, Sources};
+
+use std::path::Path;
+
+/// The result of compiling one policy.
+pub struct Compilation {
+    pub sources: Sources,
+    /// Every diagnostic, in the order found. Errors mean `lowered` must not
+    /// be emitted.
+    pub diagnostics: Vec<Diagnostic>,
+    pub lowered: lower::Lowered,
+}
+
+impl Compilation {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// The output files, or `None` if the policy has errors.
+    pub fn outputs(&self, policy_name: &str) -> Option<Vec<(&'static str, String)>> {
+        (!self.has_errors()).then(|| emit::all(&self.lowered.ruleset, policy_name))
+    }
+
+    pub fn render_diagnostics(&self) -> String {
+        diagnostics::render(&self.sources, &self.diagnostics)
+    }
+}
+
+/// Compiles the policy at `root`. `params` are the `--set NAME=VALUE`
+/// pairs. Fails only when `root` itself cannot be read.
+pub fn compile(fs: &dyn FileSystem, root: &Path, params: &[(String, String)]) -> std::io::Result<Compilation> {
+    let mut sources = Sources::new();
+    let mut diagnostics = Vec::new();
+    let lowered = lower::lower(&mut sources, fs, root, params, &mut diagnostics)?;
+    apply_ignores(&lowered, &mut diagnostics);
+    Ok(Compilation { sources, diagnostics, lowered })
+}
+
+/// `ignore CODE "reason"` silences that warning everywhere.
+fn apply_ignores(lowered: &lower::Lowered, diagnostics: &mut Vec<Diagnostic>) {
+    diagnostics.retain(|diagnostic| {
+        diagnostic.is_error() || !lowered.ignores.iter().any(|ignore| ignore.code.value == diagnostic.code.name())
+    });
+}

@@ -1,0 +1,65 @@
+//! Syntax trees to the flat IR.
+//!
+//! Three steps, each collecting every diagnostic it can:
+//! 1. `load`: parse the policy, splice in `include`d files and `use`d stdlib
+//!    modules where they stand, remembering how each statement got there;
+//! 2. `resolve`: walk the statements in order, define variables, resolve
+//!    every name in every rule (`resolve.rs`);
+//! 3. `place`: give chain rules their direction from the jumps into the
+//!    chain, then expand each rule into IR rules, one family each
+//!    (`expand.rs`).
+
+mod expand;
+mod load;
+mod resolve;
+pub mod values;
+
+use crate::diagnostics::Diagnostic;
+use crate::ir::Ruleset;
+use crate::source::{FileSystem, Sources, Span};
+use crate::syntax::ast;
+use std::path::Path;
+
+/// How a statement reached the policy: the `use` and `include` lines that
+/// brought its file in, outermost first.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    pub via: Vec<Span>,
+    pub stdlib: bool,
+}
+
+/// What lowering hands to later phases besides the rules.
+#[derive(Clone, Debug, Default)]
+pub struct Lowered {
+    pub ruleset: Ruleset,
+    pub tests: Vec<(ast::TestBlock, Context)>,
+    /// `ignore CODE "reason"` lines, for whole-policy warnings.
+    pub ignores: Vec<ast::IgnoreDecl>,
+}
+
+impl Default for Ruleset {
+    fn default() -> Ruleset {
+        Ruleset {
+            policies: Default::default(),
+            chains: Vec::new(),
+            rules: Vec::new(),
+            keep_patterns: Vec::new(),
+        }
+    }
+}
+
+/// `--set NAME=VALUE` pairs, as given.
+pub type Params = [(String, String)];
+
+pub fn lower(
+    sources: &mut Sources,
+    fs: &dyn FileSystem,
+    root: &Path,
+    params: &Params,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> std::io::Result<Lowered> {
+    let items = load::load(sources, fs, root, diagnostics)?;
+    let resolved = resolve::resolve(sources, &items, params, diagnostics);
+    let ruleset = expand::place(&resolved, diagnostics);
+    Ok(Lowered { ruleset, tests: resolved.tests, ignores: resolved.ignores })
+}

@@ -1,0 +1,769 @@
+//! Walks the loaded statements in order: defines variables, collects
+//! declarations and resolves every name a rule uses.
+
+use super::load::Item;
+use super::values::{self, Address, PortEntry, VariableValue, Variables};
+use super::{Context, Params};
+use crate::diagnostics::{Code, Diagnostic};
+use crate::ir::{Family, IcmpType, Limit, Match, PortRange, Policies, Protocol, States, Verdict};
+use crate::source::{Origin, Sources, Span};
+use crate::syntax::ast::{self, Action, Direction, Spanned};
+use crate::syntax::parser;
+use crate::{stdlib, tables};
+use std::collections::HashMap;
+
+/// A rule with every name resolved, before it is placed in a chain.
+#[derive(Clone, Debug)]
+pub struct ResolvedRule {
+    pub span: Span,
+    pub context: Context,
+    pub action: Action,
+    pub direction: Option<Spanned<Direction>>,
+    /// `on A` or `on A -> B`; `None` inside means `any`.
+    pub on: Option<OnResolved>,
+    /// One entry per protocol; empty means any protocol.
+    pub protocols: Vec<ProtocolMatch>,
+    pub sources: Option<AddressMatch>,
+    pub destinations: Option<AddressMatch>,
+    pub states: Option<Match<States>>,
+    pub jump: Option<Spanned<String>>,
+    pub stateful: bool,
+    /// `log` with its prefix, if any.
+    pub log: Option<Option<String>>,
+    pub limit: Option<Limit>,
+    pub comment: Option<String>,
+    /// The families the rule applies to (never empty).
+    pub families: Vec<Family>,
+    pub ignored: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct OnResolved {
+    pub span: Span,
+    pub first: Option<Match<String>>,
+    pub second: Option<Option<Match<String>>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProtocolMatch {
+    pub protocol: Protocol,
+    pub ports: Option<Match<Vec<PortRange>>>,
+    pub icmp_types: Vec<IcmpType>,
+}
+
+impl ProtocolMatch {
+    /// `icmp` is IPv4 only, `icmpv6` IPv6 only.
+    pub fn families(&self) -> Vec<Family> {
+        match self.protocol {
+            Protocol::ICMP => vec![Family::V4],
+            Protocol::ICMPV6 => vec![Family::V6],
+            _ => Family::BOTH.to_vec(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AddressMatch {
+    pub negated: bool,
+    pub addresses: Vec<Address>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ResolvedChain {
+    pub name: Spanned<String>,
+    pub keep: bool,
+    pub span: Span,
+    pub rules: Vec<ResolvedRule>,
+}
+
+#[derive(Default)]
+pub struct Resolved {
+    pub top: Vec<ResolvedRule>,
+    pub chains: Vec<ResolvedChain>,
+    pub policies: Policies,
+    pub keep_patterns: Vec<String>,
+    pub tests: Vec<(ast::TestBlock, Context)>,
+    pub ignores: Vec<ast::IgnoreDecl>,
+}
+
+struct ServiceDefinition {
+    span: Span,
+    entries: Vec<ast::ProtocolClause>,
+}
+
+struct Resolver<'a> {
+    diagnostics: &'a mut Vec<Diagnostic>,
+    variables: Variables,
+    user_services: HashMap<String, ServiceDefinition>,
+    stdlib_services: HashMap<String, ServiceDefinition>,
+    /// Services being resolved, to stop a service naming itself.
+    resolving: Vec<String>,
+}
+
+pub fn resolve(
+    sources: &mut Sources,
+    items: &[Item],
+    params: &Params,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Resolved {
+    let mut resolver = Resolver {
+        diagnostics,
+        variables: Variables::default(),
+        user_services: HashMap::new(),
+        stdlib_services: HashMap::new(),
+        resolving: Vec::new(),
+    };
+    resolver.load_stdlib_services(sources);
+    let params = resolver.parse_params(sources, items, params);
+    resolver.collect_services(items);
+
+    let mut resolved = Resolved::default();
+    // Policies by direction: (verdict, span, from the stdlib).
+    let mut policies: HashMap<Direction, Vec<(bool, Span, bool)>> = HashMap::new();
+    for item in items {
+        match item {
+            Item::Statement(statement, context) => match statement {
+                ast::Statement::Rule(rule) => {
+                    if let Some(rule) = resolver.rule(rule, context) {
+                        resolved.top.push(rule);
+                    }
+                }
+                ast::Statement::Let(decl) => resolver.define(decl, decl.value.as_ref()),
+                ast::Statement::Param(decl) => {
+                    let value = params.get(decl.name.value.as_str()).or(decl.value.as_ref());
+                    if value.is_none() {
+                        resolver.diagnostics.push(
+                            Diagnostic::new(
+                                Code::UnsetParam,
+                                format!("param `{}` has no value", decl.name.value),
+                            )
+                            .primary(decl.span, "declared without a default")
+                            .note(format!(
+                                "set it on the command line: fwc build POLICY --set {}=VALUE",
+                                decl.name.value
+                            )),
+                        );
+                    }
+                    resolver.define(decl, value);
+                }
+                ast::Statement::Policy(policy) => policies
+                    .entry(policy.direction.value)
+                    .or_default()
+                    .push((policy.accept, policy.span, context.stdlib)),
+                ast::Statement::KeepChains(patterns) => {
+                    resolved.keep_patterns.extend(patterns.iter().map(|pattern| pattern.value.clone()))
+                }
+                ast::Statement::Ignore(ignore) => {
+                    resolver.check_code(&ignore.code);
+                    resolved.ignores.push(ignore.clone());
+                }
+                ast::Statement::Test(test) => resolved.tests.push((test.clone(), context.clone())),
+                ast::Statement::Service(_) => {}
+                ast::Statement::Chain(_) | ast::Statement::Include(_) | ast::Statement::Use(_) => {
+                    unreachable!("load replaces these")
+                }
+            },
+            Item::Chain(chain, body) => {
+                let rules = body.iter().filter_map(|(rule, context)| resolver.rule(rule, context)).collect();
+                resolved.chains.push(ResolvedChain {
+                    name: chain.name.clone(),
+                    keep: chain.keep,
+                    span: chain.span,
+                    rules,
+                });
+            }
+        }
+    }
+    resolved.policies = resolver.policies(policies);
+    resolved
+}
+
+impl Resolver<'_> {
+    fn load_stdlib_services(&mut self, sources: &mut Sources) {
+        let (file_name, text) = stdlib::SERVICES;
+        let file = sources.add(format!("<stdlib/{file_name}>"), Origin::Stdlib(file_name), text.to_string());
+        let (parsed, diagnostics) = parser::parse_file(file, text);
+        self.diagnostics.extend(diagnostics);
+        for statement in parsed.map(|file| file.statements).unwrap_or_default() {
+            if let ast::Statement::Service(service) = statement {
+                self.stdlib_services.insert(
+                    service.name.value.clone(),
+                    ServiceDefinition { span: service.span, entries: service.entries },
+                );
+            }
+        }
+    }
+
+    /// Parses each `--set NAME=VALUE` and checks NAME is a declared param.
+    fn parse_params<'p>(
+        &mut self,
+        sources: &mut Sources,
+        items: &[Item],
+        params: &'p Params,
+    ) -> HashMap<&'p str, ast::Value> {
+        let declared: Vec<&str> = items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Statement(ast::Statement::Param(decl), _) => Some(decl.name.value.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut values = HashMap::new();
+        for (name, value) in params {
+            let text = format!("{name}={value}");
+            let file = sources.add("<command line>".to_string(), Origin::CommandLine, text);
+            if !declared.contains(&name.as_str()) {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::UnknownParam, format!("the policy has no param `{name}`"))
+                        .primary(Span::new(file, 0, name.len()), "set with --set")
+                        .note(if declared.is_empty() {
+                            "the policy declares no params".to_string()
+                        } else {
+                            format!("its params are: {}", declared.join(", "))
+                        }),
+                );
+                continue;
+            }
+            let offset = name.len() + 1;
+            let text = &sources.get(file).text[offset..];
+            // Parse the value as if it started at its offset in the file.
+            let padded = format!("{}{}", " ".repeat(offset), text);
+            match parser::parse_value(file, &padded) {
+                Ok(parsed) => {
+                    values.insert(name.as_str(), parsed);
+                }
+                Err(diagnostic) => self.diagnostics.push(diagnostic),
+            }
+        }
+        values
+    }
+
+    fn collect_services(&mut self, items: &[Item]) {
+        for item in items {
+            let Item::Statement(ast::Statement::Service(service), context) = item else { continue };
+            if context.stdlib {
+                continue;
+            }
+            if let Some(first) = self.user_services.get(&service.name.value) {
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::RedefinedService,
+                        format!("service `{}` is defined twice", service.name.value),
+                    )
+                    .primary(service.name.span, "defined again here")
+                    .secondary(first.span, "first defined here")
+                    .note("give one of them another name"),
+                );
+                continue;
+            }
+            self.user_services.insert(
+                service.name.value.clone(),
+                ServiceDefinition { span: service.span, entries: service.entries.clone() },
+            );
+        }
+    }
+
+    fn define(&mut self, decl: &ast::VariableDecl, value: Option<&ast::Value>) {
+        if let Some(first) = self.variables.map.get(&decl.name.value) {
+            let first = first.span;
+            self.diagnostics.push(
+                Diagnostic::new(
+                    Code::RedefinedVariable,
+                    format!("`${}` is defined twice", decl.name.value),
+                )
+                .primary(decl.name.span, "defined again here")
+                .secondary(first, "first defined here")
+                .note("variables share one namespace across all included files; rename one"),
+            );
+            return;
+        }
+        let Some(value) = value else { return };
+        if let Some(resolved) = self.variables.resolve_value(value, self.diagnostics) {
+            self.variables.map.insert(
+                decl.name.value.clone(),
+                values::Variable { value: resolved, span: decl.name.span, used: false },
+            );
+        }
+    }
+
+    fn check_code(&mut self, code: &Spanned<String>) {
+        if Code::from_name(&code.value).is_none() {
+            self.diagnostics.push(
+                Diagnostic::new(Code::UnknownCode, format!("there is no diagnostic `{}`", code.value))
+                    .primary(code.span, "unknown code")
+                    .note("docs/diagnostics.md lists every code"),
+            );
+        }
+    }
+
+    fn policies(&mut self, declared: HashMap<Direction, Vec<(bool, Span, bool)>>) -> Policies {
+        let mut policies = Policies::default();
+        for direction in [Direction::In, Direction::Out, Direction::Forward] {
+            let Some(lines) = declared.get(&direction) else { continue };
+            let user: Vec<&(bool, Span, bool)> = lines.iter().filter(|line| !line.2).collect();
+            if let [first, second, ..] = user.as_slice() {
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::DuplicatePolicy,
+                        format!("two policies for `{}`", direction.keyword()),
+                    )
+                    .primary(second.1, "second policy")
+                    .secondary(first.1, "first policy")
+                    .note("keep one; a policy of yours already overrides the stdlib's"),
+                );
+            }
+            // A user's policy overrides a module's; otherwise the last wins.
+            let chosen = user.first().copied().or(lines.last()).expect("non-empty");
+            let verdict = if chosen.0 { Verdict::Accept } else { Verdict::Drop };
+            match direction {
+                Direction::In => policies.input = verdict,
+                Direction::Out => policies.output = verdict,
+                Direction::Forward => policies.forward = verdict,
+            }
+        }
+        policies
+    }
+
+    fn rule(&mut self, rule: &ast::Rule, context: &Context) -> Option<ResolvedRule> {
+        let errors_before = self.error_count();
+        let options = &rule.options;
+        for code in &options.ignore {
+            self.check_code(code);
+        }
+        let on = rule.on.as_ref().map(|on| self.on_clause(on));
+        let mut protocols = Vec::new();
+        if let Some(clause) = &rule.protocol {
+            protocols.extend(self.protocol_clause(clause));
+        }
+        if let Some(services) = &rule.services {
+            for name in &services.value {
+                self.service(name, &mut protocols);
+            }
+        }
+        let sources = rule.from.as_ref().map(|from| self.addresses(from));
+        let destinations = rule.to.as_ref().map(|to| self.addresses(to));
+        let states = rule.state.as_ref().map(|state| Match {
+            negated: state.negated,
+            value: state.states.iter().fold(States::default(), |set, state| set.union(states_of(state.value))),
+        });
+        let limit = options.limit.as_ref().and_then(|limit| self.limit(limit));
+        self.check_strings(options);
+        self.check_action(rule);
+
+        let families = self.families(rule, &protocols, &sources, &destinations);
+        if self.error_count() > errors_before {
+            return None;
+        }
+        Some(ResolvedRule {
+            span: rule.span,
+            context: context.clone(),
+            action: rule.action.value,
+            direction: rule.direction.clone(),
+            on,
+            protocols,
+            sources,
+            destinations,
+            states,
+            jump: rule.jump_target.clone(),
+            stateful: options.stateful.is_some(),
+            log: options.log.as_ref().map(|log| log.prefix.as_ref().map(|prefix| prefix.value.clone())),
+            limit,
+            comment: options.comment.as_ref().map(|comment| comment.value.clone()),
+            families: families?,
+            ignored: options.ignore.iter().map(|code| code.value.clone()).collect(),
+        })
+    }
+
+    fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|diagnostic| diagnostic.is_error()).count()
+    }
+
+    fn check_action(&mut self, rule: &ast::Rule) {
+        let action = &rule.action;
+        if let Some(stateful) = rule.options.stateful {
+            if action.value != Action::Allow {
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::StatefulNeedsAllow,
+                        format!("`stateful` only goes with `allow`, not `{}`", action.value.keyword()),
+                    )
+                    .primary(stateful, "not allowed here")
+                    .secondary(action.span, "this rule does not allow")
+                    .note("`stateful` adds a rule that lets the replies through; remove it here"),
+                );
+            }
+            if let Some(state) = &rule.state {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::MisplacedClause, "`stateful` and `state` together")
+                        .primary(state.span, "`stateful` already sets the states")
+                        .secondary(stateful, "stateful here")
+                        .note("keep `stateful` for a connection and its replies, or `state` for a plain state match"),
+                );
+            }
+        }
+        match (action.value, &rule.jump_target) {
+            (Action::Jump, None) => self.diagnostics.push(
+                Diagnostic::new(Code::MisplacedClause, "a jump needs a chain to jump to")
+                    .primary(rule.span, "no `to CHAIN`")
+                    .note("end the rule with `to NAME`: `jump in tcp 22 to fail2ban-ssh`"),
+            ),
+            (action, Some(target)) if action != Action::Jump => self.diagnostics.push(
+                Diagnostic::new(
+                    Code::MisplacedClause,
+                    format!("`to {}` names a chain, but this rule does not jump", target.value),
+                )
+                .primary(target.span, "a chain name, not an address")
+                .note("addresses after `to` are IP addresses, CIDR blocks, sets or $variables"),
+            ),
+            _ => {}
+        }
+        if let (Some(on), Some(direction)) = (&rule.on, &rule.direction) {
+            if on.second.is_some() && direction.value != Direction::Forward {
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::MisplacedClause,
+                        format!("`on A -> B` is for forward rules, not `{}`", direction.value.keyword()),
+                    )
+                    .primary(on.span, "two interfaces")
+                    .note("an `in` rule names the interface traffic arrives on, an `out` rule the one it leaves by"),
+                );
+            }
+        }
+    }
+
+    fn check_strings(&mut self, options: &ast::RuleOptions) {
+        if let Some(comment) = &options.comment {
+            if comment.value.len() > 255 {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::CommentTooLong, format!("this comment is {} bytes long", comment.value.len()))
+                        .primary(comment.span, "the kernel keeps 255 bytes of a comment")
+                        .note("shorten it; a `#` comment in the policy has no limit"),
+                );
+            }
+            if comment.value.contains(['\n', '\0']) {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::CommentTooLong, "a comment cannot hold a line break or NUL")
+                        .primary(comment.span, "here"),
+                );
+            }
+        }
+        if let Some(prefix) = options.log.as_ref().and_then(|log| log.prefix.as_ref()) {
+            if prefix.value.len() > 29 {
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::LogPrefixTooLong,
+                        format!("this log prefix is {} bytes long", prefix.value.len()),
+                    )
+                    .primary(prefix.span, "the kernel keeps 29 bytes of a log prefix")
+                    .note("shorten it; the rest of the log line says what matched"),
+                );
+            }
+        }
+    }
+
+    fn limit(&mut self, limit: &ast::Limit) -> Option<Limit> {
+        let rate = limit.rate.value;
+        let unit_seconds: u64 = match rate.unit {
+            ast::RateUnit::Second => 1,
+            ast::RateUnit::Minute => 60,
+            ast::RateUnit::Hour => 3600,
+            ast::RateUnit::Day => 86400,
+        };
+        let burst = limit.burst.as_ref().map_or(5, |burst| burst.value);
+        // iptables refuses a rate over 10,000 per second and a burst of zero.
+        if rate.count == 0 || rate.count / unit_seconds > 10_000 {
+            self.diagnostics.push(
+                Diagnostic::new(Code::BadRate, "this rate is out of range")
+                    .primary(limit.rate.span, "between 1/day and 10000/second")
+                    .note("to drop all such traffic, use `deny`; to allow all of it, remove the limit"),
+            );
+            return None;
+        }
+        if burst == 0 || burst > 10_000 {
+            let span = limit.burst.as_ref().map_or(limit.span, |burst| burst.span);
+            self.diagnostics.push(
+                Diagnostic::new(Code::BadRate, "the burst must be between 1 and 10000")
+                    .primary(span, "out of range"),
+            );
+            return None;
+        }
+        Some(Limit { count: rate.count as u32, unit_seconds: unit_seconds as u32, burst: burst as u32 })
+    }
+
+    fn on_clause(&mut self, on: &ast::OnClause) -> OnResolved {
+        OnResolved {
+            span: on.span,
+            first: self.interface(&on.first),
+            second: on.second.as_ref().map(|second| self.interface(second)),
+        }
+    }
+
+    fn interface(&mut self, interface: &ast::Interface) -> Option<Match<String>> {
+        let name = match &interface.value {
+            ast::InterfaceValue::Any => return None,
+            ast::InterfaceValue::Name(name) => {
+                values::check_interface(name, interface.span, self.diagnostics);
+                name.clone()
+            }
+            ast::InterfaceValue::Variable(variable) => {
+                let spanned = Spanned { span: interface.span, value: variable.clone() };
+                match self.variables.lookup(&spanned, self.diagnostics) {
+                    Some(VariableValue::Interface(name)) => name.clone(),
+                    Some(other) => {
+                        let other = other.clone();
+                        Variables::wrong_kind(&spanned, &other, "an interface", self.diagnostics);
+                        return None;
+                    }
+                    None => return None,
+                }
+            }
+        };
+        Some(Match { negated: interface.negated, value: name })
+    }
+
+    fn addresses(&mut self, addresses: &ast::Addresses) -> AddressMatch {
+        let mut out = Vec::new();
+        for item in &addresses.items {
+            self.variables.flatten_addresses(item, &mut out, self.diagnostics);
+        }
+        // The same block twice would only make the kernel do the work twice.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|address| seen.insert(address.net));
+        AddressMatch { negated: addresses.negated, addresses: out }
+    }
+
+    fn protocol_number(&mut self, name: &Spanned<String>) -> Option<Protocol> {
+        if let Some((_, number)) = tables::PROTOCOL_KEYWORDS.iter().find(|(keyword, _)| *keyword == name.value) {
+            return Some(Protocol(*number));
+        }
+        match name.value.parse::<u8>() {
+            Ok(number) if number > 0 => Some(Protocol(number)),
+            _ => {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::SyntaxError, format!("`{}` is not a protocol number", name.value))
+                        .primary(name.span, "protocol numbers go from 1 to 255")
+                        .note("leave the protocol out to match every protocol"),
+                );
+                None
+            }
+        }
+    }
+
+    fn protocol_clause(&mut self, clause: &ast::ProtocolClause) -> Option<ProtocolMatch> {
+        let protocol = self.protocol_number(&clause.protocol)?;
+        let mut result = ProtocolMatch { protocol, ports: None, icmp_types: Vec::new() };
+        let Some(list) = &clause.ports else { return Some(result) };
+        if protocol == Protocol::ICMP || protocol == Protocol::ICMPV6 {
+            result.icmp_types = self.icmp_types(protocol, list);
+            return Some(result);
+        }
+        if !protocol.has_ports() {
+            self.diagnostics.push(
+                Diagnostic::new(
+                    Code::PortsWithoutProtocol,
+                    format!("`{}` has no ports", clause.protocol.value),
+                )
+                .primary(list.span, "ports given here")
+                .secondary(clause.protocol.span, "this protocol")
+                .note("only tcp, udp, udplite and sctp have ports; remove them, or name the protocol that has them"),
+            );
+            return None;
+        }
+        let mut entries = Vec::new();
+        for item in &list.items {
+            self.variables.port_entries(item, &mut entries, self.diagnostics);
+        }
+        let ports = self.resolve_ports(protocol, &clause.protocol.value, &entries)?;
+        result.ports = Some(Match { negated: list.negated, value: ports });
+        Some(result)
+    }
+
+    /// Port entries to ranges, a service name giving its ports for `protocol`.
+    fn resolve_ports(&mut self, protocol: Protocol, protocol_name: &str, entries: &[PortEntry]) -> Option<Vec<PortRange>> {
+        let mut ports = Vec::new();
+        let mut ok = true;
+        for entry in entries {
+            match entry {
+                PortEntry::Range(range, _) => ports.push(*range),
+                PortEntry::Service(name) => {
+                    let mut protocols = Vec::new();
+                    if !self.service(name, &mut protocols) {
+                        ok = false;
+                        continue;
+                    }
+                    match protocols.iter().find(|candidate| candidate.protocol == protocol) {
+                        Some(ProtocolMatch { ports: Some(service_ports), .. }) => {
+                            ports.extend(service_ports.value.iter().copied())
+                        }
+                        _ => {
+                            ok = false;
+                            self.diagnostics.push(
+                                Diagnostic::new(
+                                    Code::ServiceLacksProtocol,
+                                    format!("service `{}` has no {protocol_name} ports", name.value),
+                                )
+                                .primary(name.span, format!("used as {protocol_name} ports"))
+                                .note(format!("write `service {}` instead of a protocol to take all of its ports", name.value)),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        ok.then_some(ports)
+    }
+
+    fn icmp_types(&mut self, protocol: Protocol, list: &ast::PortList) -> Vec<IcmpType> {
+        let (table, family_name) = if protocol == Protocol::ICMP {
+            (tables::ICMP_TYPES, "icmp")
+        } else {
+            (tables::ICMPV6_TYPES, "icmpv6")
+        };
+        let mut types = Vec::new();
+        for item in &list.items {
+            let found = match item {
+                ast::PortItem::Single(number) if number.value <= 255 => Some(number.value as u8),
+                ast::PortItem::Name(name) => {
+                    table.iter().find(|(type_name, _)| *type_name == name.value).map(|(_, kind)| *kind)
+                }
+                _ => None,
+            };
+            match found {
+                Some(kind) => types.push(IcmpType { kind, code: None }),
+                None => {
+                    let names: Vec<&str> = table.iter().map(|(name, _)| *name).take(16).collect();
+                    self.diagnostics.push(
+                        Diagnostic::new(
+                            Code::PortsWithoutProtocol,
+                            format!("`{}` is not an {family_name} type", self_text(item)),
+                        )
+                        .primary(item.span(), format!("expected an {family_name} type name or a number 0-255"))
+                        .note(format!("{family_name} types: {}, …", names.join(", "))),
+                    );
+                }
+            }
+        }
+        types
+    }
+
+    /// Adds a service's protocols and ports to `protocols`, merging entries
+    /// of a protocol already there. False if the name is unknown.
+    fn service(&mut self, name: &Spanned<String>, protocols: &mut Vec<ProtocolMatch>) -> bool {
+        if self.resolving.contains(&name.value) {
+            self.diagnostics.push(
+                Diagnostic::new(Code::UnknownService, format!("service `{}` is defined by itself", name.value))
+                    .primary(name.span, "used inside its own definition"),
+            );
+            return false;
+        }
+        let entries = match self.user_services.get(&name.value).or_else(|| self.stdlib_services.get(&name.value)) {
+            Some(definition) => definition.entries.clone(),
+            None => {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::UnknownService, format!("there is no service `{}`", name.value))
+                        .primary(name.span, "unknown service")
+                        .note(format!(
+                            "define it: `service {} = tcp PORT`; stdlib/services.fw lists the services every policy has",
+                            name.value
+                        )),
+                );
+                return false;
+            }
+        };
+        self.resolving.push(name.value.clone());
+        for entry in &entries {
+            if let Some(resolved) = self.protocol_clause(entry) {
+                match protocols.iter_mut().find(|existing| existing.protocol == resolved.protocol) {
+                    Some(existing) => match (&mut existing.ports, resolved.ports) {
+                        (Some(ports), Some(more)) => ports.value.extend(more.value),
+                        (slot @ Some(_), None) => *slot = None,
+                        (None, _) => {}
+                    },
+                    None => protocols.push(resolved),
+                }
+            }
+        }
+        self.resolving.pop();
+        true
+    }
+
+    /// The families a rule applies to; `None` (with a diagnostic) if none.
+    fn families(
+        &mut self,
+        rule: &ast::Rule,
+        protocols: &[ProtocolMatch],
+        sources: &Option<AddressMatch>,
+        destinations: &Option<AddressMatch>,
+    ) -> Option<Vec<Family>> {
+        let mut families = Family::BOTH.to_vec();
+        let mut reasons: Vec<(Span, String)> = Vec::new();
+        let options = &rule.options;
+        match (options.ipv4, options.ipv6) {
+            (Some(span), None) => {
+                families.retain(|family| *family == Family::V4);
+                reasons.push((span, "IPv4 only".to_string()));
+            }
+            (None, Some(span)) => {
+                families.retain(|family| *family == Family::V6);
+                reasons.push((span, "IPv6 only".to_string()));
+            }
+            _ => {}
+        }
+        if !protocols.is_empty() {
+            let protocol_families: Vec<Family> = Family::BOTH
+                .into_iter()
+                .filter(|family| protocols.iter().any(|protocol| protocol.families().contains(family)))
+                .collect();
+            if protocol_families.len() == 1 {
+                let span = rule.protocol.as_ref().map(|p| p.span).or(rule.services.as_ref().map(|s| s.span));
+                if let Some(span) = span {
+                    reasons.push((span, format!("{} only", protocol_families[0].name())));
+                }
+            }
+            families.retain(|family| protocol_families.contains(family));
+        }
+        for (addresses, clause) in [(sources, &rule.from), (destinations, &rule.to)] {
+            if let (Some(addresses), Some(clause)) = (addresses, clause) {
+                let address_families = values::families_of(&addresses.addresses);
+                if addresses.addresses.is_empty() {
+                    continue; // an error was reported for each bad address
+                }
+                if address_families.len() == 1 {
+                    reasons.push((clause.span, format!("{} only", address_families[0].name())));
+                }
+                families.retain(|family| address_families.contains(family));
+            }
+        }
+        if families.is_empty() {
+            let mut diagnostic = Diagnostic::new(Code::FamilyConflict, "this rule applies to no address family")
+                .primary(rule.span, "no family is left");
+            for (span, reason) in reasons {
+                diagnostic = diagnostic.secondary(span, reason);
+            }
+            self.diagnostics.push(diagnostic.note(
+                "a rule is IPv4 or IPv6 by its addresses, its protocol (icmp, icmpv6) and `ipv4`/`ipv6`; make them agree, or write one rule per family",
+            ));
+            return None;
+        }
+        Some(families)
+    }
+}
+
+fn self_text(item: &ast::PortItem) -> String {
+    match item {
+        ast::PortItem::Single(number) => number.value.to_string(),
+        ast::PortItem::Range(_, low, high) => format!("{}-{}", low.value, high.value),
+        ast::PortItem::Name(name) => name.value.clone(),
+        ast::PortItem::Variable(name) => format!("${}", name.value),
+    }
+}
+
+fn states_of(state: ast::ConnectionState) -> States {
+    match state {
+        ast::ConnectionState::New => States::NEW,
+        ast::ConnectionState::Established => States::ESTABLISHED,
+        ast::ConnectionState::Related => States::RELATED,
+        ast::ConnectionState::Invalid => States::INVALID,
+        ast::ConnectionState::Untracked => States::UNTRACKED,
+    }
+}

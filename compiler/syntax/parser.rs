@@ -1,0 +1,619 @@
+//! Text to syntax tree. The only file that sees pest's types.
+
+use super::ast::*;
+use crate::diagnostics::{Code, Diagnostic};
+use crate::source::{FileId, Span};
+use pest::error::{ErrorVariant, InputLocation};
+use pest::iterators::Pair;
+use pest::Parser as _;
+
+mod grammar {
+    #[derive(pest_derive::Parser)]
+    #[grammar = "compiler/syntax/fwc.pest"]
+    pub struct Grammar;
+}
+
+/// The grammar's rules (pest calls them `Rule`, like the AST's rules).
+use grammar::{Grammar, Rule as G};
+
+type Node<'a> = Pair<'a, G>;
+
+/// Parses one file. A syntax error yields no tree and one diagnostic;
+/// otherwise the tree comes with any duplicate-part diagnostics.
+pub fn parse_file(file: FileId, text: &str) -> (Option<File>, Vec<Diagnostic>) {
+    let parsed = match Grammar::parse(G::policy_file, text) {
+        Ok(mut pairs) => pairs.next().expect("policy_file always yields one pair"),
+        Err(error) => return (None, vec![syntax_error(file, text, error)]),
+    };
+    let mut builder = Builder { file, diagnostics: Vec::new() };
+    let statements = builder.statements(parsed.into_inner());
+    (Some(File { statements }), builder.diagnostics)
+}
+
+/// Parses the VALUE of `--set NAME=VALUE`.
+pub fn parse_value(file: FileId, text: &str) -> Result<Value, Diagnostic> {
+    let mut pairs = Grammar::parse(G::value_input, text)
+        .map_err(|error| syntax_error(file, text, error))?;
+    let value = pairs.next().and_then(|input| input.into_inner().next()).expect("value_input");
+    let mut builder = Builder { file, diagnostics: Vec::new() };
+    Ok(builder.value(value))
+}
+
+struct Builder {
+    file: FileId,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Builder {
+    fn span(&self, node: &Node) -> Span {
+        let span = node.as_span();
+        Span::new(self.file, span.start(), span.end())
+    }
+
+    fn spanned_str(&self, node: &Node) -> Spanned<String> {
+        Spanned { span: self.span(node), value: node.as_str().to_string() }
+    }
+
+    fn statements<'a>(&mut self, nodes: impl Iterator<Item = Node<'a>>) -> Vec<Statement> {
+        nodes.filter_map(|node| self.statement(node)).collect()
+    }
+
+    fn statement(&mut self, node: Node) -> Option<Statement> {
+        let span = self.span(&node);
+        Some(match node.as_rule() {
+            G::rule | G::return_rule => Statement::Rule(self.rule(node)),
+            G::policy_decl => {
+                let mut parts = node.into_inner().skip(1);
+                let direction = self.direction(parts.next().expect("direction"));
+                let verdict = parts.next().expect("verdict").into_inner().next().expect("keyword");
+                let accept = verdict.as_rule() == G::kw_accept;
+                Statement::Policy(PolicyDecl { span, direction, accept })
+            }
+            G::let_decl | G::param_decl => {
+                let is_let = node.as_rule() == G::let_decl;
+                let mut parts = node.into_inner().skip(1);
+                let name = self.spanned_str(&parts.next().expect("name"));
+                let value = parts.next().map(|value| self.value(value));
+                let decl = VariableDecl { span, name, value };
+                if is_let {
+                    Statement::Let(decl)
+                } else {
+                    Statement::Param(decl)
+                }
+            }
+            G::service_decl => {
+                let mut parts = node.into_inner().skip(1);
+                let name = self.spanned_str(&parts.next().expect("name"));
+                let entries = parts.map(|entry| self.protocol_clause(entry)).collect();
+                Statement::Service(ServiceDecl { span, name, entries })
+            }
+            G::chain_decl => {
+                let mut parts = node.into_inner().skip(1).peekable();
+                let name = self.spanned_str(&parts.next().expect("name"));
+                let keep = parts.next_if(|part| part.as_rule() == G::kw_keep).is_some();
+                let body = self.statements(parts);
+                Statement::Chain(ChainDecl { span, name, keep, body })
+            }
+            G::keep_chains => Statement::KeepChains(
+                node.into_inner().skip(2).map(|pattern| self.string(pattern)).collect(),
+            ),
+            G::include => {
+                Statement::Include(self.string(node.into_inner().nth(1).expect("path")))
+            }
+            G::use_module => {
+                let mut parts = node.into_inner().skip(1);
+                let module = self.spanned_str(&parts.next().expect("module"));
+                let except = parts
+                    .filter(|part| part.as_rule() == G::name)
+                    .map(|part| self.spanned_str(&part))
+                    .collect();
+                Statement::Use(UseModule { span, module, except })
+            }
+            G::ignore_decl => {
+                let mut parts = node.into_inner().skip(1);
+                let code = self.spanned_str(&parts.next().expect("code"));
+                let reason = self.string(parts.next().expect("reason"));
+                Statement::Ignore(IgnoreDecl { span, code, reason })
+            }
+            G::test_block => {
+                let mut parts = node.into_inner().skip(1);
+                let name = self.string(parts.next().expect("name"));
+                let expects = parts.map(|expect| self.expect(expect)).collect();
+                Statement::Test(TestBlock { span, name, expects })
+            }
+            G::end_of_line | G::EOI => return None,
+            other => unreachable!("unexpected statement node {other:?}"),
+        })
+    }
+
+    fn rule(&mut self, node: Node) -> Rule {
+        let span = self.span(&node);
+        let mut parts = node.into_inner().peekable();
+        let first = parts.next().expect("action");
+        let action = match first.as_rule() {
+            G::kw_return => Spanned { span: self.span(&first), value: Action::Return },
+            G::action => {
+                let keyword = first.into_inner().next().expect("keyword");
+                let value = match keyword.as_rule() {
+                    G::kw_allow => Action::Allow,
+                    G::kw_deny => Action::Deny,
+                    G::kw_reject => Action::Reject,
+                    _ => Action::Jump,
+                };
+                Spanned { span: self.span(&keyword), value }
+            }
+            other => unreachable!("rule starts with {other:?}"),
+        };
+        let direction = parts
+            .next_if(|part| part.as_rule() == G::direction)
+            .map(|part| self.direction(part));
+        let mut rule = Rule {
+            span,
+            action,
+            direction,
+            on: None,
+            protocol: None,
+            services: None,
+            from: None,
+            to: None,
+            jump_target: None,
+            state: None,
+            options: RuleOptions::default(),
+        };
+        for part in parts {
+            let part_span = self.span(&part);
+            match part.as_rule() {
+                G::on_clause => {
+                    let on = self.on_clause(part);
+                    self.set_once(&mut rule.on, on, part_span, "`on`");
+                }
+                G::protocol_clause => {
+                    let protocol = self.protocol_clause(part);
+                    let what = "a protocol";
+                    if let Some(services) = &rule.services {
+                        self.duplicate(part_span, services.span, what);
+                    } else {
+                        self.set_once(&mut rule.protocol, protocol, part_span, what);
+                    }
+                }
+                G::service_clause => {
+                    let names = part
+                        .into_inner()
+                        .skip(1)
+                        .map(|name| self.spanned_str(&name))
+                        .collect();
+                    let services = Spanned { span: part_span, value: names };
+                    let what = "a protocol";
+                    if let Some(protocol) = &rule.protocol {
+                        self.duplicate(part_span, protocol.span, what);
+                    } else {
+                        self.set_once(&mut rule.services, services, part_span, what);
+                    }
+                }
+                G::from_clause => {
+                    let addresses = self.addresses(part.into_inner().nth(1).expect("addresses"));
+                    self.set_once(&mut rule.from, addresses, part_span, "`from`");
+                }
+                G::to_clause => {
+                    let addresses = self.addresses(part.into_inner().nth(1).expect("addresses"));
+                    self.set_once(&mut rule.to, addresses, part_span, "`to`");
+                }
+                G::state_clause => {
+                    let mut negated = false;
+                    let mut states = Vec::new();
+                    for item in part.into_inner().skip(1) {
+                        match item.as_rule() {
+                            G::negation => negated = true,
+                            _ => states.push(self.connection_state(&item)),
+                        }
+                    }
+                    let state = StateMatch { span: part_span, negated, states };
+                    self.set_once(&mut rule.state, state, part_span, "`state`");
+                }
+                G::jump_target => {
+                    let name = self.spanned_str(&part.into_inner().nth(1).expect("chain"));
+                    // "The last `to` followed by a bare name is the chain."
+                    rule.jump_target = Some(name);
+                }
+                _ => self.option(&mut rule.options, part),
+            }
+        }
+        rule
+    }
+
+    fn set_once<T>(&mut self, slot: &mut Option<T>, value: T, span: Span, what: &str)
+    where
+        T: HasSpan,
+    {
+        match slot {
+            Some(existing) => {
+                let first = existing.span_of();
+                self.duplicate(span, first, what)
+            }
+            None => *slot = Some(value),
+        }
+    }
+
+    fn duplicate(&mut self, span: Span, first: Span, what: &str) {
+        self.diagnostics.push(
+            Diagnostic::new(Code::DuplicateClause, format!("this rule gives {what} twice"))
+                .primary(span, "given again here")
+                .secondary(first, "first given here")
+                .note("a rule matches one value of each part; list several values in one part, or write two rules"),
+        );
+    }
+
+    fn option(&mut self, options: &mut RuleOptions, node: Node) {
+        let span = self.span(&node);
+        let kind = node.as_rule();
+        let mut inner = node.into_inner().skip(1);
+        match kind {
+            G::opt_stateful => self.set_once(&mut options.stateful, span, span, "`stateful`"),
+            G::opt_ipv4 => self.set_once(&mut options.ipv4, span, span, "`ipv4`"),
+            G::opt_ipv6 => self.set_once(&mut options.ipv6, span, span, "`ipv6`"),
+            G::opt_log => {
+                let prefix = inner.next().map(|prefix| self.string(prefix));
+                self.set_once(&mut options.log, LogOption { span, prefix }, span, "`log`");
+            }
+            G::opt_comment => {
+                let text = self.string(inner.next().expect("comment text"));
+                self.set_once(&mut options.comment, text, span, "`comment`");
+            }
+            G::opt_ignore => options.ignore.push(self.spanned_str(&inner.next().expect("code"))),
+            G::opt_limit => {
+                let rate_node = inner.next().expect("rate");
+                let rate_span = self.span(&rate_node);
+                let mut rate_parts = rate_node.into_inner();
+                let count = number(rate_parts.next().expect("count").as_str());
+                let unit = match rate_parts.next().expect("unit").as_str() {
+                    "second" => RateUnit::Second,
+                    "minute" => RateUnit::Minute,
+                    "hour" => RateUnit::Hour,
+                    _ => RateUnit::Day,
+                };
+                let burst = inner.nth(1).map(|burst| Spanned {
+                    span: self.span(&burst),
+                    value: number(burst.as_str()),
+                });
+                let limit =
+                    Limit { span, rate: Spanned { span: rate_span, value: Rate { count, unit } }, burst };
+                self.set_once(&mut options.limit, limit, span, "`limit`");
+            }
+            other => unreachable!("unexpected rule part {other:?}"),
+        }
+    }
+
+    fn direction(&self, node: Node) -> Spanned<Direction> {
+        let keyword = node.into_inner().next().expect("direction keyword");
+        let value = match keyword.as_rule() {
+            G::kw_in => Direction::In,
+            G::kw_out => Direction::Out,
+            _ => Direction::Forward,
+        };
+        Spanned { span: self.span(&keyword), value }
+    }
+
+    fn on_clause(&self, node: Node) -> OnClause {
+        let span = self.span(&node);
+        let mut interfaces = node.into_inner().skip(1).map(|interface| self.interface(interface));
+        let first = interfaces.next().expect("interface");
+        OnClause { span, first, second: interfaces.next() }
+    }
+
+    fn interface(&self, node: Node) -> Interface {
+        let span = self.span(&node);
+        let mut negated = false;
+        let mut value = InterfaceValue::Any;
+        for part in node.into_inner() {
+            value = match part.as_rule() {
+                G::negation => {
+                    negated = true;
+                    continue;
+                }
+                G::kw_any => InterfaceValue::Any,
+                G::variable => InterfaceValue::Variable(part.as_str()[1..].to_string()),
+                G::string => InterfaceValue::Name(unquote(part.as_str())),
+                _ => InterfaceValue::Name(part.as_str().to_string()),
+            };
+        }
+        Interface { span, negated, value }
+    }
+
+    fn protocol_clause(&self, node: Node) -> ProtocolClause {
+        let span = self.span(&node);
+        let mut parts = node.into_inner();
+        let protocol = self.spanned_str(&parts.next().expect("protocol"));
+        let ports = parts.next().map(|ports| self.port_list(ports));
+        ProtocolClause { span, protocol, ports }
+    }
+
+    fn port_list(&self, node: Node) -> PortList {
+        let span = self.span(&node);
+        let mut negated = false;
+        let mut items = Vec::new();
+        for part in node.into_inner() {
+            match part.as_rule() {
+                G::negation => negated = true,
+                _ => items.push(self.port_item(part)),
+            }
+        }
+        PortList { span, negated, items }
+    }
+
+    fn port_item(&self, node: Node) -> PortItem {
+        match node.as_rule() {
+            G::port => PortItem::Single(self.port(&node)),
+            G::port_range => {
+                let span = self.span(&node);
+                let mut ends = node.into_inner();
+                let low = self.port(&ends.next().expect("low"));
+                let high = self.port(&ends.next().expect("high"));
+                PortItem::Range(span, low, high)
+            }
+            G::variable => PortItem::Variable(Spanned {
+                span: self.span(&node),
+                value: node.as_str()[1..].to_string(),
+            }),
+            _ => PortItem::Name(self.spanned_str(&node)),
+        }
+    }
+
+    fn port(&self, node: &Node) -> Spanned<u64> {
+        Spanned { span: self.span(node), value: number(node.as_str()) }
+    }
+
+    fn addresses(&self, node: Node) -> Addresses {
+        let span = self.span(&node);
+        let mut negated = false;
+        let mut items = Vec::new();
+        for part in node.into_inner() {
+            match part.as_rule() {
+                G::negation => negated = true,
+                _ => items.push(self.address_item(part)),
+            }
+        }
+        Addresses { span, negated, items }
+    }
+
+    fn address_item(&self, node: Node) -> AddressItem {
+        match node.as_rule() {
+            G::address_set => AddressItem::Set(
+                self.span(&node),
+                node.into_inner().map(|item| self.address_item(item)).collect(),
+            ),
+            G::variable => AddressItem::Variable(Spanned {
+                span: self.span(&node),
+                value: node.as_str()[1..].to_string(),
+            }),
+            _ => AddressItem::Literal(self.spanned_str(&node)),
+        }
+    }
+
+    fn value(&mut self, node: Node) -> Value {
+        let inner = node.into_inner().next().expect("value kind");
+        let span = self.span(&inner);
+        match inner.as_rule() {
+            G::address_value => Value::Addresses(Addresses {
+                span,
+                negated: false,
+                items: inner.into_inner().map(|item| self.address_item(item)).collect(),
+            }),
+            G::port_value => Value::Ports(PortList {
+                span,
+                negated: false,
+                items: inner.into_inner().map(|item| self.port_item(item)).collect(),
+            }),
+            _ => {
+                let name = inner.into_inner().next().expect("interface");
+                let text = match name.as_rule() {
+                    G::string => unquote(name.as_str()),
+                    _ => name.as_str().to_string(),
+                };
+                Value::Interface(Spanned { span, value: text })
+            }
+        }
+    }
+
+    fn expect(&mut self, node: Node) -> Expect {
+        let span = self.span(&node);
+        let mut parts = node.into_inner().skip(1);
+        let verdict_node = parts.next().expect("verdict").into_inner().next().expect("keyword");
+        let verdict = Spanned {
+            span: self.span(&verdict_node),
+            value: match verdict_node.as_rule() {
+                G::kw_allow => ExpectVerdict::Allow,
+                G::kw_deny => ExpectVerdict::Deny,
+                _ => ExpectVerdict::Reject,
+            },
+        };
+        let direction = self.direction(parts.next().expect("direction"));
+        let mut expect =
+            Expect { span, verdict, direction, on: None, protocol: None, from: None, to: None, state: None };
+        for part in parts {
+            let part_span = self.span(&part);
+            match part.as_rule() {
+                G::on_clause => {
+                    let on = self.on_clause(part);
+                    self.set_once(&mut expect.on, on, part_span, "`on`");
+                }
+                G::protocol_clause => {
+                    let protocol = self.protocol_clause(part);
+                    self.set_once(&mut expect.protocol, protocol, part_span, "a protocol");
+                }
+                G::from_clause => {
+                    let addresses = self.addresses(part.into_inner().nth(1).expect("addresses"));
+                    self.set_once(&mut expect.from, addresses, part_span, "`from`");
+                }
+                G::to_clause => {
+                    let addresses = self.addresses(part.into_inner().nth(1).expect("addresses"));
+                    self.set_once(&mut expect.to, addresses, part_span, "`to`");
+                }
+                _ => {
+                    let state = self.connection_state(&part);
+                    self.set_once(&mut expect.state, state, part_span, "a state");
+                }
+            }
+        }
+        expect
+    }
+
+    fn connection_state(&self, node: &Node) -> Spanned<ConnectionState> {
+        let value = match node.as_str() {
+            "new" => ConnectionState::New,
+            "established" => ConnectionState::Established,
+            "related" => ConnectionState::Related,
+            "untracked" => ConnectionState::Untracked,
+            _ => ConnectionState::Invalid,
+        };
+        Spanned { span: self.span(node), value }
+    }
+
+    fn string(&self, node: Node) -> Spanned<String> {
+        Spanned { span: self.span(&node), value: unquote(node.as_str()) }
+    }
+}
+
+/// Anything whose first occurrence a duplicate diagnostic can point at.
+trait HasSpan {
+    fn span_of(&self) -> Span;
+}
+
+impl HasSpan for Span {
+    fn span_of(&self) -> Span {
+        *self
+    }
+}
+
+macro_rules! has_span {
+    ($($type:ty),*) => {
+        $( impl HasSpan for $type { fn span_of(&self) -> Span { self.span } } )*
+    };
+}
+has_span!(OnClause, ProtocolClause, StateMatch, Addresses, LogOption, Limit, Spanned<String>,
+    Spanned<Vec<Spanned<String>>>, Spanned<ConnectionState>);
+
+/// Digits to a number, saturating: `99999999999` is out of range, not a panic.
+fn number(digits: &str) -> u64 {
+    digits.bytes().fold(0u64, |value, digit| {
+        value.saturating_mul(10).saturating_add(u64::from(digit - b'0'))
+    })
+}
+
+/// The text of a string literal: quotes removed, `\"` and `\\` unescaped.
+fn unquote(literal: &str) -> String {
+    let inner = &literal[1..literal.len() - 1];
+    let mut text = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(escaped) = chars.next() {
+                text.push(escaped);
+            }
+        } else {
+            text.push(c);
+        }
+    }
+    text
+}
+
+fn syntax_error(file: FileId, text: &str, error: pest::error::Error<G>) -> Diagnostic {
+    let (start, end) = match error.location {
+        InputLocation::Pos(position) => (position, position),
+        InputLocation::Span((start, end)) => (start, end),
+    };
+    // Underline the word where parsing stopped, so the label has a width.
+    let word_end = text[start..]
+        .find(|c: char| c.is_whitespace() || c == ',' || c == '}' || c == '{')
+        .map_or(text.len(), |offset| start + offset);
+    let end = end.max(word_end);
+    let span = Span::new(file, start, end);
+    let found = if start >= text.len() {
+        "the end of the file".to_string()
+    } else if text[start..].starts_with('\n') || text[start..].starts_with("\r\n") {
+        "the end of the line".to_string()
+    } else {
+        format!("`{}`", &text[start..end])
+    };
+    let expected = match &error.variant {
+        ErrorVariant::ParsingError { positives, .. } => describe_expected(positives),
+        ErrorVariant::CustomError { message } => message.clone(),
+    };
+    Diagnostic::new(Code::SyntaxError, format!("expected {expected}, found {found}"))
+        .primary(span, format!("expected {expected}"))
+        .note("docs/language.md shows every form with an example")
+}
+
+/// "a port or port range, `from` or the end of the line" from pest's list.
+fn describe_expected(rules: &[G]) -> String {
+    let mut words: Vec<&str> = Vec::new();
+    for grammar_rule in rules {
+        let word = describe(*grammar_rule);
+        if !words.contains(&word) {
+            words.push(word);
+        }
+    }
+    match words.as_slice() {
+        [] => "something else".to_string(),
+        [only] => only.to_string(),
+        [rest @ .., last] => format!("{} or {}", rest.join(", "), last),
+    }
+}
+
+fn describe(grammar_rule: G) -> &'static str {
+    match grammar_rule {
+        G::EOI | G::end_of_line => "the end of the line",
+        G::statement | G::policy_file => "a rule or a declaration",
+        G::rule | G::action => "a rule (`allow`, `deny`, `reject`, `jump`)",
+        G::direction | G::kw_in | G::kw_out | G::kw_forward => {
+            "a direction (`in`, `out`, `forward`)"
+        }
+        G::on_clause | G::kw_on => "`on`",
+        G::interface | G::interface_name | G::kw_any => "an interface name",
+        G::protocol_clause | G::protocol => "a protocol",
+        G::port_list | G::port | G::port_range | G::port_name => {
+            "a port or port range"
+        }
+        G::service_clause | G::kw_service => "`service`",
+        G::service_name | G::name => "a name",
+        G::from_clause | G::kw_from => "`from`",
+        G::to_clause | G::kw_to | G::jump_target => "`to`",
+        G::chain_name => "a chain name",
+        G::addresses | G::address | G::address_set => "an address, a CIDR block or a `{ … }` set",
+        G::variable => "a `$variable`",
+        G::negation | G::kw_not => "`not`",
+        G::opt_stateful
+        | G::opt_log
+        | G::opt_limit
+        | G::opt_comment
+        | G::opt_ipv4
+        | G::opt_ipv6
+        | G::opt_ignore
+        | G::kw_stateful
+        | G::kw_log
+        | G::kw_limit
+        | G::kw_comment
+        | G::kw_ipv4
+        | G::kw_ipv6
+        | G::kw_ignore => "an option (`stateful`, `log`, `limit`, `comment`, `ipv4`, `ipv6`, `ignore`)",
+        G::rate | G::rate_unit => "a rate like `25/minute`",
+        G::kw_burst => "`burst`",
+        G::number => "a number",
+        G::string => "a quoted string",
+        G::code => "a diagnostic code",
+        G::verdict | G::kw_accept | G::kw_drop => "`accept` or `drop`",
+        G::value | G::address_value | G::port_value | G::interface_value => {
+            "a value (an interface, addresses or ports)"
+        }
+        G::service_entry => "a protocol and its ports",
+        G::kw_keep => "`keep`",
+        G::kw_except => "`except`",
+        G::kw_expect | G::expect_line => "`expect`",
+        G::expect_verdict | G::kw_allow | G::kw_deny | G::kw_reject => {
+            "`allow`, `deny` or `reject`"
+        }
+        G::conn_state | G::state_clause | G::kw_state => {
+            "a connection state (`new`, `established`, `related`, `invalid`, `untracked`)"
+        }
+        _ => "a rule or a declaration",
+    }
+}
