@@ -1,0 +1,1 @@
+//! Data-driven cases: written next.
