@@ -55,9 +55,23 @@ pub fn compile(fs: &dyn FileSystem, root: &Path, params: &[(String, String)]) ->
     Ok(Compilation { sources, diagnostics, lowered })
 }
 
-/// `ignore CODE "reason"` silences that warning everywhere.
+/// `ignore CODE "reason"` silences a warning everywhere; `ignore CODE` on
+/// a rule silences it for warnings about that rule. Errors stay.
 fn apply_ignores(lowered: &lower::Lowered, diagnostics: &mut Vec<Diagnostic>) {
     diagnostics.retain(|diagnostic| {
-        diagnostic.is_error() || !lowered.ignores.iter().any(|ignore| ignore.code.value == diagnostic.code.name())
+        if diagnostic.is_error() {
+            return true;
+        }
+        let code = diagnostic.code.name();
+        let everywhere = lowered.ignores.iter().any(|ignore| ignore.code.value == code);
+        let on_rule = diagnostic.primary_span().is_some_and(|span| {
+            lowered.rule_ignores.iter().any(|(rule, codes)| {
+                rule.file == span.file
+                    && rule.start <= span.start
+                    && span.end <= rule.end
+                    && codes.iter().any(|ignored| ignored == code)
+            })
+        });
+        !(everywhere || on_rule)
     });
 }

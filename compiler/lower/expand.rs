@@ -168,9 +168,11 @@ impl ChainTable {
             if first.contains_key(target.value.as_str()) {
                 edges.push((from.map(|chain| chain.name.value.as_str()), target.value.as_str(), rule));
             } else {
+                let hint = crate::diagnostics::suggestion(&target.value, first.keys().copied());
                 diagnostics.push(
                     Diagnostic::new(Code::UnknownChain, format!("there is no chain `{}`", target.value))
                         .primary(target.span, "jumped to here")
+                        .maybe_note(hint)
                         .note(format!("define it: `chain {} {{ … }}`", target.value)),
                 );
             }

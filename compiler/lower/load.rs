@@ -177,6 +177,7 @@ impl Loader<'_> {
             self.diagnostics.push(
                 Diagnostic::new(Code::UnknownModule, format!("there is no stdlib module `{}`", module.module.value))
                     .primary(module.module.span, "unknown module")
+                    .maybe_note(crate::diagnostics::suggestion(&module.module.value, known.iter().copied()))
                     .note(format!("the modules are: {}", known.join(", "))),
             );
             return;
@@ -213,6 +214,7 @@ impl Loader<'_> {
                         format!("`{}` has no part `{}`", module.module.value, except.value),
                     )
                     .primary(except.span, "unknown part")
+                    .maybe_note(crate::diagnostics::suggestion(&except.value, names.iter().copied()))
                     .note(note),
                 );
             }

@@ -35,6 +35,8 @@ pub struct Lowered {
     pub tests: Vec<(ast::TestBlock, Context)>,
     /// `ignore CODE "reason"` lines, for whole-policy warnings.
     pub ignores: Vec<ast::IgnoreDecl>,
+    /// `ignore CODE` on rules: the rule's span and the codes it silences.
+    pub rule_ignores: Vec<(Span, Vec<String>)>,
 }
 
 impl Default for Ruleset {
@@ -61,5 +63,10 @@ pub fn lower(
     let items = load::load(sources, fs, root, diagnostics)?;
     let resolved = resolve::resolve(sources, &items, params, diagnostics);
     let ruleset = expand::place(&resolved, diagnostics);
-    Ok(Lowered { ruleset, tests: resolved.tests, ignores: resolved.ignores })
+    Ok(Lowered {
+        ruleset,
+        tests: resolved.tests,
+        ignores: resolved.ignores,
+        rule_ignores: resolved.rule_ignores,
+    })
 }

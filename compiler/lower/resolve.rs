@@ -52,10 +52,10 @@ pub struct ProtocolMatch {
 }
 
 impl ProtocolMatch {
-    /// `icmp` is IPv4 only, `icmpv6` IPv6 only.
+    /// `icmp` and `igmp` are IPv4 only, `icmpv6` IPv6 only.
     pub fn families(&self) -> Vec<Family> {
         match self.protocol {
-            Protocol::ICMP => vec![Family::V4],
+            Protocol::ICMP | Protocol::IGMP => vec![Family::V4],
             Protocol::ICMPV6 => vec![Family::V6],
             _ => Family::BOTH.to_vec(),
         }
@@ -84,6 +84,8 @@ pub struct Resolved {
     pub keep_patterns: Vec<String>,
     pub tests: Vec<(ast::TestBlock, Context)>,
     pub ignores: Vec<ast::IgnoreDecl>,
+    /// `ignore CODE` on rules: the rule's span and the codes it silences.
+    pub rule_ignores: Vec<(Span, Vec<String>)>,
 }
 
 struct ServiceDefinition {
@@ -98,6 +100,7 @@ struct Resolver<'a> {
     stdlib_services: HashMap<String, ServiceDefinition>,
     /// Services being resolved, to stop a service naming itself.
     resolving: Vec<String>,
+    rule_ignores: Vec<(Span, Vec<String>)>,
 }
 
 pub fn resolve(
@@ -112,6 +115,7 @@ pub fn resolve(
         user_services: HashMap::new(),
         stdlib_services: HashMap::new(),
         resolving: Vec::new(),
+        rule_ignores: Vec::new(),
     };
     resolver.load_stdlib_services(sources);
     let params = resolver.parse_params(sources, items, params);
@@ -144,7 +148,12 @@ pub fn resolve(
                             )),
                         );
                     }
-                    resolver.define(decl, value);
+                    match value {
+                        Some(value) => resolver.define(decl, Some(value)),
+                        None => {
+                            resolver.variables.unset.insert(decl.name.value.clone());
+                        }
+                    }
                 }
                 ast::Statement::Policy(policy) => policies
                     .entry(policy.direction.value)
@@ -175,6 +184,7 @@ pub fn resolve(
         }
     }
     resolved.policies = resolver.policies(policies);
+    resolved.rule_ignores = resolver.rule_ignores;
     resolved
 }
 
@@ -216,6 +226,7 @@ impl Resolver<'_> {
                 self.diagnostics.push(
                     Diagnostic::new(Code::UnknownParam, format!("the policy has no param `{name}`"))
                         .primary(Span::new(file, 0, name.len()), "set with --set")
+                        .maybe_note(crate::diagnostics::suggestion(name, declared.iter().copied()))
                         .note(if declared.is_empty() {
                             "the policy declares no params".to_string()
                         } else {
@@ -291,6 +302,7 @@ impl Resolver<'_> {
             self.diagnostics.push(
                 Diagnostic::new(Code::UnknownCode, format!("there is no diagnostic `{}`", code.value))
                     .primary(code.span, "unknown code")
+                    .maybe_note(crate::diagnostics::suggestion(&code.value, Code::ALL.iter().map(|code| code.name())))
                     .note("docs/diagnostics.md lists every code"),
             );
         }
@@ -329,6 +341,10 @@ impl Resolver<'_> {
         let options = &rule.options;
         for code in &options.ignore {
             self.check_code(code);
+        }
+        if !options.ignore.is_empty() {
+            let codes = options.ignore.iter().map(|code| code.value.clone()).collect();
+            self.rule_ignores.push((rule.span, codes));
         }
         let on = rule.on.as_ref().map(|on| self.on_clause(on));
         let mut protocols = Vec::new();
@@ -659,9 +675,12 @@ impl Resolver<'_> {
         let entries = match self.user_services.get(&name.value).or_else(|| self.stdlib_services.get(&name.value)) {
             Some(definition) => definition.entries.clone(),
             None => {
+                let names = self.user_services.keys().chain(self.stdlib_services.keys()).map(String::as_str);
+                let hint = crate::diagnostics::suggestion(&name.value, names);
                 self.diagnostics.push(
                     Diagnostic::new(Code::UnknownService, format!("there is no service `{}`", name.value))
                         .primary(name.span, "unknown service")
+                        .maybe_note(hint)
                         .note(format!(
                             "define it: `service {} = tcp PORT`; stdlib/services.fw lists the services every policy has",
                             name.value

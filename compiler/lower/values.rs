@@ -51,6 +51,8 @@ pub struct Variable {
 #[derive(Default)]
 pub struct Variables {
     pub map: HashMap<String, Variable>,
+    /// Params without a value: already reported, so uses stay quiet.
+    pub unset: std::collections::HashSet<String>,
 }
 
 impl Variables {
@@ -59,26 +61,29 @@ impl Variables {
         name: &ast::Spanned<String>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Option<&VariableValue> {
-        match self.map.get_mut(&name.value) {
-            Some(variable) => {
-                variable.used = true;
-                Some(&variable.value)
-            }
-            None => {
-                diagnostics.push(
-                    Diagnostic::new(
-                        Code::UndefinedVariable,
-                        format!("`${}` is not defined", name.value),
-                    )
-                    .primary(name.span, "used here")
-                    .note(format!(
-                        "define it before this line: `let {} = …`, or `param {}` to set it with --set",
-                        name.value, name.value
-                    )),
-                );
-                None
-            }
+        if !self.map.contains_key(&name.value) {
+            self.report_undefined(name, diagnostics);
+            return None;
         }
+        let variable = self.map.get_mut(&name.value).expect("checked above");
+        variable.used = true;
+        Some(&variable.value)
+    }
+
+    fn report_undefined(&self, name: &ast::Spanned<String>, diagnostics: &mut Vec<Diagnostic>) {
+        if self.unset.contains(&name.value) {
+            return; // the unset param was reported where it is declared
+        }
+        let hint = crate::diagnostics::suggestion(&name.value, self.map.keys().map(String::as_str));
+        diagnostics.push(
+            Diagnostic::new(Code::UndefinedVariable, format!("`${}` is not defined", name.value))
+                .primary(name.span, "used here")
+                .maybe_note(hint)
+                .note(format!(
+                    "define it before this line: `let {} = …`, or `param {}` to set it with --set",
+                    name.value, name.value
+                )),
+        );
     }
 
     pub fn wrong_kind(
@@ -90,7 +95,7 @@ impl Variables {
         diagnostics.push(
             Diagnostic::new(
                 Code::WrongValueKind,
-                format!("`${}` holds {}, but {} go here", name.value, found.kind(), wanted),
+                format!("`${}` holds {}, but this needs {}", name.value, found.kind(), wanted),
             )
             .primary(name.span, format!("expected {wanted}"))
             .note("a variable's kind comes from its value: a bare word is an interface, numbers are ports, addresses have dots or colons"),

@@ -538,19 +538,40 @@ fn syntax_error(file: FileId, text: &str, error: pest::error::Error<G>) -> Diagn
         ErrorVariant::ParsingError { positives, .. } => describe_expected(positives),
         ErrorVariant::CustomError { message } => message.clone(),
     };
+    let word = &text[start..end];
+    let hint = if word.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && word.len() > 1 {
+        crate::diagnostics::suggestion(word, KEYWORDS.iter().copied().filter(|keyword| *keyword != word))
+    } else {
+        None
+    };
     Diagnostic::new(Code::SyntaxError, format!("expected {expected}, found {found}"))
-        .primary(span, format!("expected {expected}"))
+        .primary(span, "unexpected here")
+        .maybe_note(hint)
         .note("docs/language.md shows every form with an example")
 }
 
 /// "a port or port range, `from` or the end of the line" from pest's list.
+/// The many things that may follow a rule's action collapse into one phrase.
 fn describe_expected(rules: &[G]) -> String {
     let mut words: Vec<&str> = Vec::new();
+    let mut rule_part = false;
     for grammar_rule in rules {
+        if is_rule_part(*grammar_rule) {
+            rule_part = true;
+            continue;
+        }
         let word = describe(*grammar_rule);
         if !words.contains(&word) {
             words.push(word);
         }
+    }
+    if rule_part {
+        words.push("more of the rule (`on`, a protocol, `service`, `from`, `to`, `state`, or an option such as `stateful`)");
+    }
+    // The end of the line reads best last.
+    if let Some(position) = words.iter().position(|word| *word == "the end of the line") {
+        let end = words.remove(position);
+        words.push(end);
     }
     match words.as_slice() {
         [] => "something else".to_string(),
@@ -558,6 +579,48 @@ fn describe_expected(rules: &[G]) -> String {
         [rest @ .., last] => format!("{} or {}", rest.join(", "), last),
     }
 }
+
+fn is_rule_part(grammar_rule: G) -> bool {
+    matches!(
+        grammar_rule,
+        G::on_clause
+            | G::kw_on
+            | G::protocol_clause
+            | G::protocol
+            | G::service_clause
+            | G::kw_service
+            | G::from_clause
+            | G::kw_from
+            | G::to_clause
+            | G::kw_to
+            | G::jump_target
+            | G::state_clause
+            | G::kw_state
+            | G::opt_stateful
+            | G::opt_log
+            | G::opt_limit
+            | G::opt_comment
+            | G::opt_ipv4
+            | G::opt_ipv6
+            | G::opt_ignore
+            | G::kw_stateful
+            | G::kw_log
+            | G::kw_limit
+            | G::kw_comment
+            | G::kw_ipv4
+            | G::kw_ipv6
+            | G::kw_ignore
+    )
+}
+
+/// Every keyword, for "did you mean" on a misspelt one.
+const KEYWORDS: &[&str] = &[
+    "allow", "deny", "reject", "jump", "return", "in", "out", "forward", "on", "from", "to", "not",
+    "service", "stateful", "log", "limit", "burst", "comment", "ipv4", "ipv6", "ignore", "policy",
+    "accept", "drop", "let", "param", "chain", "keep", "include", "use", "except", "test",
+    "expect", "any", "state", "established", "related", "invalid", "new", "untracked", "tcp",
+    "udp", "udplite", "sctp", "icmp", "icmpv6", "esp", "ah", "gre",
+];
 
 fn describe(grammar_rule: G) -> &'static str {
     match grammar_rule {
