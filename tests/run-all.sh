@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, kernel tests included. Needs root: the kernel
+# tests create network namespaces and load rules into them (never into the
+# host's own tables). Installs what the tests need when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/run-all.sh: run as root (the kernel tests use network namespaces)" >&2
+    exit 2
+fi
+
+# Debian packages the suite uses: the netfilter tools, iproute2 for
+# namespaces and veth pairs, netbase for /etc/protocols (protocol names in
+# saved files), python3 for the small traffic endpoints of behaviour tests.
+packages=(iptables nftables iproute2 netbase python3)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo test --locked
