@@ -1,1 +1,26 @@
-//! Kernel tests: written next.
+//! Kernel tests: compiled rules loaded into network namespaces, and real
+//! packets sent through them.
+//!
+//! They run as root and need iproute2, iptables and python3 (.ci/run
+//! installs them); a missing tool fails the test with a message naming the
+//! Debian package. Every test works only inside network namespaces it
+//! creates itself, named `fwct-PID-N-ROLE`, and deletes them when it is done,
+//! also when it fails: the tables of the machine's own namespace are never
+//! read or written. Test addresses are 198.18.0.0/15 and fd00::/8, and
+//! exist only inside those namespaces.
+//!
+//! - `acceptance`: every example policy in policies/ and every case in
+//!   tests/cases/ok loads with iptables-restore, and again with rules.sh,
+//!   and the live tables then print exactly as saved.v4 / saved.v6 say.
+//! - `behaviour`: a firewalled host namespace joined by veth pairs to two
+//!   others; TCP, UDP and ping over IPv4 and IPv6 show that a policy lets
+//!   through what it allows, replies included, and nothing else.
+//! - `determinism`: the same policy builds to the same bytes.
+//! - `lab`: the veth topology, the probe servers and clients;
+//!   `support`: namespaces, the fwc binary, bounded commands, diffs;
+//!   `policies`: the policies these tests write themselves.
+
+mod acceptance;
+mod determinism;
+mod policies;
+mod support;
