@@ -21,6 +21,8 @@
 //!   `policies`: the policies these tests write themselves.
 
 mod acceptance;
+mod behaviour;
 mod determinism;
+mod lab;
 mod policies;
 mod support;

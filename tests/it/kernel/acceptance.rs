@@ -3,7 +3,9 @@
 //! warning, and the live tables then print exactly as saved.v4 / saved.v6.
 
 use super::policies;
-use super::support::{build, diff, header_args, policy_files, repo_root, run, saved_form, Netns, TempDir, COMMAND_LIMIT};
+use super::support::{
+    build, diff, header_args, policy_files, repo_root, run, saved_form, Netns, TempDir, COMMAND_LIMIT,
+};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -42,11 +44,12 @@ fn assert_all_load_as_saved(paths: &[PathBuf]) {
     let failures = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..2 {
-            scope.spawn(|| loop {
-                let Some(path) = paths.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                let text = std::fs::read_to_string(path).unwrap_or_default();
-                if let Err(problems) = load_as_saved(path, &header_args(&text)) {
-                    failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((path.clone(), problems));
+            scope.spawn(|| {
+                while let Some(path) = paths.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let text = std::fs::read_to_string(path).unwrap_or_default();
+                    if let Err(problems) = load_as_saved(path, &header_args(&text)) {
+                        failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((path.clone(), problems));
+                    }
                 }
             });
         }
@@ -70,13 +73,13 @@ fn load_as_saved(path: &Path, args: &[String]) -> Result<(), String> {
     let mut problems = Vec::new();
 
     let restored = Netns::new("restore");
+    let mut loaded = true;
     for (program, output) in [("iptables-restore", "rules.v4"), ("ip6tables-restore", "rules.v6")] {
         let rules = built.read(output)?;
-        if let Err(problem) = load(restored.command(program), Some(rules.as_bytes()), &format!("{program} < {output}")) {
-            problems.push(problem);
-        }
+        let command = restored.command(program);
+        loaded &= load(command, Some(rules.as_bytes()), &format!("{program} < {output}"), &mut problems)?;
     }
-    if problems.is_empty() {
+    if loaded {
         compare(&restored, &built, "iptables-restore < rules.v4 and ip6tables-restore < rules.v6", &mut problems)?;
     }
     drop(restored);
@@ -84,9 +87,8 @@ fn load_as_saved(path: &Path, args: &[String]) -> Result<(), String> {
     let scripted = Netns::new("script");
     let mut command = scripted.command("sh");
     command.arg(built.path("rules.sh"));
-    match load(command, None, "sh rules.sh") {
-        Ok(()) => compare(&scripted, &built, "sh rules.sh", &mut problems)?,
-        Err(problem) => problems.push(problem),
+    if load(command, None, "sh rules.sh", &mut problems)? {
+        compare(&scripted, &built, "sh rules.sh", &mut problems)?;
     }
 
     if problems.is_empty() {
@@ -96,23 +98,34 @@ fn load_as_saved(path: &Path, args: &[String]) -> Result<(), String> {
     }
 }
 
-/// Runs a loading command; it must succeed and print nothing on stderr —
-/// iptables warns there about rules that load but cannot work, such as
-/// "never matched protocol".
-fn load(mut command: std::process::Command, input: Option<&[u8]>, shown: &str) -> Result<(), String> {
+/// Runs a loading command; whether it succeeded. A failure, and anything
+/// it prints on stderr, is a problem — iptables warns there about rules
+/// that load but cannot work, such as "never matched protocol".
+fn load(
+    mut command: std::process::Command,
+    input: Option<&[u8]>,
+    shown: &str,
+    problems: &mut Vec<String>,
+) -> Result<bool, String> {
     let ran = run(&mut command, input, COMMAND_LIMIT)?;
     if !ran.status.success() {
-        return Err(format!("`{shown}` failed ({}):\n{}{}", ran.status, ran.stderr, ran.stdout));
+        problems.push(format!("`{shown}` failed ({}):\n{}{}", ran.status, ran.stderr, ran.stdout));
+        return Ok(false);
     }
     if !ran.stderr.trim().is_empty() {
-        return Err(format!("`{shown}` loaded the rules but warned:\n{}", ran.stderr));
+        problems.push(format!("`{shown}` loaded the rules but warned:\n{}", ran.stderr));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Compares what iptables-save and ip6tables-save print in `namespace`
 /// with saved.v4 and saved.v6.
-fn compare(namespace: &Netns, built: &super::support::Built, how: &str, problems: &mut Vec<String>) -> Result<(), String> {
+fn compare(
+    namespace: &Netns,
+    built: &super::support::Built,
+    how: &str,
+    problems: &mut Vec<String>,
+) -> Result<(), String> {
     for (program, output) in [("iptables-save", "saved.v4"), ("ip6tables-save", "saved.v6")] {
         let expected = built.read(output)?;
         let live = saved_form(&namespace.save(program)?);

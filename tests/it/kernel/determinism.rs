@@ -29,7 +29,13 @@ fn example_policies_and_ok_cases_build_to_the_same_bytes_twice() {
                 .map(|problem| format!("{}: {problem}", path.strip_prefix(&root).unwrap_or(path).display()))
         })
         .collect();
-    assert!(problems.is_empty(), "{} of {} policies build differently:\n{}", problems.len(), paths.len(), problems.join("\n\n"));
+    assert!(
+        problems.is_empty(),
+        "{} of {} policies build differently:\n{}",
+        problems.len(),
+        paths.len(),
+        problems.join("\n\n")
+    );
 }
 
 /// Builds `times` times into separate directories; the first difference.

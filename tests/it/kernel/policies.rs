@@ -80,6 +80,7 @@ allow  in tcp 8080 from 198.19.0.0/16 stateful limit 25/minute burst 100
 allow  in tcp 8081 limit 60/minute
 allow  in tcp 8082 limit 3/hour burst 5
 allow  in tcp 8083 limit 2/second
+allow  in tcp 8084 from { 0.0.0.0/0, ::/0 }     # everyone, written out
 allow  in tcp not 22 from 198.19.1.7 to 198.18.0.1
 deny   in on not eth0 from not 198.19.0.0/16 tcp 5555
 allow  out udp 514 to fd00:514::1

@@ -60,9 +60,8 @@ fn find_tools() -> Result<Tools, String> {
                     iptables rules into them (CI runs them as root)"
             .to_string());
     }
-    let mut directories: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect())
-        .unwrap_or_default();
+    let mut directories: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect()).unwrap_or_default();
     for extra in EXTRA_PATH {
         if !directories.iter().any(|directory| directory == Path::new(extra)) {
             directories.push(PathBuf::from(extra));
@@ -97,16 +96,14 @@ fn find_tools() -> Result<Tools, String> {
 
 fn is_root() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|uids| uids.split_whitespace().nth(1))
+    status.lines().find_map(|line| line.strip_prefix("Uid:")).and_then(|uids| uids.split_whitespace().nth(1))
         == Some("0")
 }
 
 /// Deletes `fwct-PID-…` namespaces whose test process no longer exists.
 fn remove_stale_namespaces(tools: &Tools) {
-    let Ok(listing) = run_ok(Command::new(&tools.ip).args(["netns", "list"]).env("PATH", &tools.path), None, COMMAND_LIMIT)
+    let Ok(listing) =
+        run_ok(Command::new(&tools.ip).args(["netns", "list"]).env("PATH", &tools.path), None, COMMAND_LIMIT)
     else {
         return;
     };
@@ -169,11 +166,7 @@ pub fn run(command: &mut Command, input: Option<&[u8]>, limit: Duration) -> Resu
         }
     };
     let _ = writer.join();
-    Ok(Ran {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    })
+    Ok(Ran { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() })
 }
 
 fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
@@ -287,7 +280,8 @@ impl TempDir {
     pub fn write(&self, relative: &str, text: &str) -> PathBuf {
         let path = self.path.join(relative);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).unwrap_or_else(|error| panic!("cannot create {}: {error}", parent.display()));
+            std::fs::create_dir_all(parent)
+                .unwrap_or_else(|error| panic!("cannot create {}: {error}", parent.display()));
         }
         std::fs::write(&path, text).unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
         path
@@ -326,7 +320,13 @@ pub fn build(policy: &Path, args: &[String]) -> Result<Built, String> {
     command.arg("build").arg(policy).args(args).arg("-o").arg(directory.path());
     let ran = run(&mut command, None, Duration::from_secs(120))?;
     if !ran.status.success() {
-        return Err(format!("`fwc build {} {}` failed ({}):\n{}", policy.display(), args.join(" "), ran.status, ran.stderr));
+        return Err(format!(
+            "`fwc build {} {}` failed ({}):\n{}",
+            policy.display(),
+            args.join(" "),
+            ran.status,
+            ran.stderr
+        ));
     }
     Ok(Built { directory })
 }
@@ -382,11 +382,9 @@ pub fn saved_form(dump: &str) -> String {
 
 /// `N:M]`, the tail of a counter.
 fn is_counters(text: &str) -> bool {
-    text.strip_suffix(']')
-        .and_then(|inner| inner.split_once(':'))
-        .is_some_and(|(packets, bytes)| {
-            [packets, bytes].iter().all(|part| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit()))
-        })
+    text.strip_suffix(']').and_then(|inner| inner.split_once(':')).is_some_and(|(packets, bytes)| {
+        [packets, bytes].iter().all(|part| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit()))
+    })
 }
 
 /// A unified-style line diff: `-` lines only in `expected`, `+` only in
@@ -409,12 +407,12 @@ pub fn diff(expected_name: &str, expected: &str, actual_name: &str, actual: &str
             lines.push((' ', old[i]));
             i += 1;
             j += 1;
-        } else if j < new.len() && (i == old.len() || common[i][j + 1] >= common[i + 1][j]) {
-            lines.push(('+', new[j]));
-            j += 1;
-        } else {
+        } else if i < old.len() && (j == new.len() || common[i + 1][j] >= common[i][j + 1]) {
             lines.push(('-', old[i]));
             i += 1;
+        } else {
+            lines.push(('+', new[j]));
+            j += 1;
         }
     }
     let changed: Vec<usize> = (0..lines.len()).filter(|&index| lines[index].0 != ' ').collect();
