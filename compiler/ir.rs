@@ -38,12 +38,38 @@ impl Family {
     }
 }
 
-/// Where a rule lives. Built-in chains sort first, in the kernel's order.
+/// The netfilter tables fwc writes. It owns only those its policy uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Filter,
+    Nat,
+}
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Filter => "filter",
+            Table::Nat => "nat",
+        }
+    }
+
+    /// Built-in chains in the order `iptables-save` lists them.
+    pub fn builtin_chains(self) -> &'static [ChainRef] {
+        match self {
+            Table::Filter => &[ChainRef::Input, ChainRef::Forward, ChainRef::Output],
+            Table::Nat => &[ChainRef::Prerouting, ChainRef::Input, ChainRef::Output, ChainRef::Postrouting],
+        }
+    }
+}
+
+/// Where a rule lives, within its table.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ChainRef {
     Input,
     Forward,
     Output,
+    Prerouting,
+    Postrouting,
     User(String),
 }
 
@@ -53,6 +79,8 @@ impl ChainRef {
             ChainRef::Input => "INPUT",
             ChainRef::Forward => "FORWARD",
             ChainRef::Output => "OUTPUT",
+            ChainRef::Prerouting => "PREROUTING",
+            ChainRef::Postrouting => "POSTROUTING",
             ChainRef::User(name) => name,
         }
     }
@@ -100,7 +128,7 @@ impl Policies {
             ChainRef::Input => Some(self.input),
             ChainRef::Forward => Some(self.forward),
             ChainRef::Output => Some(self.output),
-            ChainRef::User(_) => None,
+            _ => None,
         }
     }
 }
@@ -117,6 +145,7 @@ pub struct Ruleset {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub family: Family,
+    pub table: Table,
     pub chain: ChainRef,
     pub matches: Matches,
     pub target: Target,
@@ -124,7 +153,7 @@ pub struct Rule {
 }
 
 /// A value that may be negated with `not`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Match<T> {
     pub negated: bool,
     pub value: T,
@@ -146,7 +175,10 @@ pub struct Matches {
     pub protocol: Option<Protocol>,
     pub source_ports: Option<Match<Vec<PortRange>>>,
     pub destination_ports: Option<Match<Vec<PortRange>>>,
-    pub icmp_type: Option<IcmpType>,
+    pub icmp_type: Option<Match<IcmpType>>,
+    pub tcp_flags: Option<Match<TcpFlags>>,
+    /// Source MAC address, lowercase `00:11:22:33:44:55`.
+    pub mac_source: Option<Match<String>>,
     pub states: Option<Match<States>>,
     pub limit: Option<Limit>,
     pub comment: Option<String>,
@@ -180,6 +212,29 @@ pub struct PortRange {
 pub struct IcmpType {
     pub kind: u8,
     pub code: Option<u8>,
+}
+
+/// `--tcp-flags MASK SET`: of the flags in `mask`, exactly those in `set`
+/// are on. Bits: FIN 1, SYN 2, RST 4, PSH 8, ACK 16, URG 32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpFlags {
+    pub mask: u8,
+    pub set: u8,
+}
+
+impl TcpFlags {
+    pub const NAMES: [(&'static str, u8); 6] =
+        [("FIN", 1), ("SYN", 2), ("RST", 4), ("PSH", 8), ("ACK", 16), ("URG", 32)];
+
+    /// A flag set as `iptables-save` prints it: `FIN,SYN`, or `NONE`.
+    pub fn names(bits: u8) -> String {
+        if bits == 0 {
+            return "NONE".to_string();
+        }
+        let names: Vec<&str> =
+            TcpFlags::NAMES.iter().filter(|(_, bit)| bits & bit != 0).map(|(name, _)| *name).collect();
+        names.join(",")
+    }
 }
 
 /// A set of conntrack states, as a bit set in the kernel's print order.
@@ -234,12 +289,49 @@ pub enum Target {
     Jump(String),
     Return,
     Log { prefix: Option<String> },
+    /// Source NAT to the outgoing interface's address.
+    Masquerade { ports: Option<PortRange> },
+    Snat { address: std::net::IpAddr, ports: Option<PortRange> },
+    Dnat { address: std::net::IpAddr, ports: Option<PortRange> },
+    /// Destination NAT to this host, on another port.
+    Redirect { ports: Option<PortRange> },
 }
 
+/// What a REJECT answers with. Not every kind exists for both families;
+/// lowering checks before a rule gets here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RejectWith {
     TcpReset,
+    NetUnreachable,
+    HostUnreachable,
     PortUnreachable,
+    ProtoUnreachable,
+    NetProhibited,
+    HostProhibited,
+    AdminProhibited,
+}
+
+impl RejectWith {
+    /// `(fwc name, IPv4 spelling, IPv6 spelling)`.
+    pub const KINDS: [(RejectWith, &'static str, &'static str, Option<&'static str>); 8] = [
+        (RejectWith::TcpReset, "tcp-reset", "tcp-reset", Some("tcp-reset")),
+        (RejectWith::NetUnreachable, "net-unreachable", "icmp-net-unreachable", Some("icmp6-no-route")),
+        (RejectWith::HostUnreachable, "host-unreachable", "icmp-host-unreachable", Some("icmp6-addr-unreachable")),
+        (RejectWith::PortUnreachable, "port-unreachable", "icmp-port-unreachable", Some("icmp6-port-unreachable")),
+        (RejectWith::ProtoUnreachable, "proto-unreachable", "icmp-proto-unreachable", None),
+        (RejectWith::NetProhibited, "net-prohibited", "icmp-net-prohibited", None),
+        (RejectWith::HostProhibited, "host-prohibited", "icmp-host-prohibited", None),
+        (RejectWith::AdminProhibited, "admin-prohibited", "icmp-admin-prohibited", Some("icmp6-adm-prohibited")),
+    ];
+
+    /// The `--reject-with` value for a family, if the family has this kind.
+    pub fn spelling(self, family: Family) -> Option<&'static str> {
+        let (_, _, v4, v6) = RejectWith::KINDS.iter().find(|(kind, ..)| *kind == self).expect("every kind listed");
+        match family {
+            Family::V4 => Some(v4),
+            Family::V6 => *v6,
+        }
+    }
 }
 
 /// Where a rule came from, for diagnostics and for `fwc query`.
@@ -267,4 +359,8 @@ pub enum Derivation {
     Established,
     /// The catch-all half of a `reject` without a protocol.
     RejectOther,
+    /// The forward allow of a `forward-port`.
+    ForwardAllow,
+    /// The allow for the TCP reset or ICMP error a `reject` sends.
+    RejectAnswer,
 }

@@ -29,7 +29,7 @@ pub fn restore(ruleset: &Ruleset, family: Family, header: &str) -> String {
         out.push_str(line);
         out.push('\n');
     }
-    table(ruleset, family, &mut out, true);
+    tables(ruleset, family, &mut out, true);
     out
 }
 
@@ -37,26 +37,45 @@ pub fn restore(ruleset: &Ruleset, family: Family, header: &str) -> String {
 /// loaded, without `#` lines and counters.
 pub fn saved(ruleset: &Ruleset, family: Family) -> String {
     let mut out = String::new();
-    table(ruleset, family, &mut out, false);
+    tables(ruleset, family, &mut out, false);
     out
 }
 
-fn table(ruleset: &Ruleset, family: Family, out: &mut String, counters: bool) {
-    let counter = if counters { " [0:0]" } else { "" };
-    out.push_str("*filter\n");
-    for chain in [ChainRef::Input, ChainRef::Forward, ChainRef::Output] {
-        let policy = match ruleset.policies.of(&chain).expect("built-in") {
-            Verdict::Accept => "ACCEPT",
-            Verdict::Drop => "DROP",
-        };
-        out.push_str(&format!(":{} {policy}{counter}\n", chain.name()));
+/// The tables a family's rules use, in `iptables-save`'s order: filter
+/// always (it carries the policies), nat only when there are NAT rules.
+pub fn tables_of(ruleset: &Ruleset, family: Family) -> Vec<Table> {
+    let mut tables = vec![Table::Filter];
+    if ruleset.rules.iter().any(|rule| rule.family == family && rule.table == Table::Nat) {
+        tables.push(Table::Nat);
     }
-    let chains = user_chains(ruleset, family);
+    tables
+}
+
+fn policy_name(ruleset: &Ruleset, table: Table, chain: &ChainRef) -> &'static str {
+    match (table, ruleset.policies.of(chain)) {
+        (Table::Filter, Some(Verdict::Drop)) => "DROP",
+        _ => "ACCEPT",
+    }
+}
+
+fn tables(ruleset: &Ruleset, family: Family, out: &mut String, counters: bool) {
+    for table in tables_of(ruleset, family) {
+        self::table(ruleset, family, table, out, counters);
+    }
+}
+
+fn table(ruleset: &Ruleset, family: Family, table: Table, out: &mut String, counters: bool) {
+    let counter = if counters { " [0:0]" } else { "" };
+    out.push_str(&format!("*{}\n", table.name()));
+    for chain in table.builtin_chains() {
+        out.push_str(&format!(":{} {}{counter}\n", chain.name(), policy_name(ruleset, table, chain)));
+    }
+    let chains = if table == Table::Filter { user_chains(ruleset, family) } else { Vec::new() };
     for chain in &chains {
         out.push_str(&format!(":{chain} -{counter}\n"));
     }
-    for chain in chain_order(&chains) {
-        for rule in rules_of(ruleset, family, &chain) {
+    for chain in chain_order(table, &chains) {
+        for rule in rules_of(ruleset, family, table, &chain) {
             out.push_str("-A ");
             out.push_str(chain.name());
             for arg in rule_args(rule) {
@@ -85,14 +104,14 @@ pub fn user_chains(ruleset: &Ruleset, family: Family) -> Vec<String> {
 }
 
 /// Built-in chains first, then user chains in sorted order.
-pub fn chain_order(user: &[String]) -> Vec<ChainRef> {
-    let mut order = vec![ChainRef::Input, ChainRef::Forward, ChainRef::Output];
+pub fn chain_order(table: Table, user: &[String]) -> Vec<ChainRef> {
+    let mut order = table.builtin_chains().to_vec();
     order.extend(user.iter().cloned().map(ChainRef::User));
     order
 }
 
-pub fn rules_of<'a>(ruleset: &'a Ruleset, family: Family, chain: &'a ChainRef) -> impl Iterator<Item = &'a Rule> {
-    ruleset.rules.iter().filter(move |rule| rule.family == family && &rule.chain == chain)
+pub fn rules_of<'a>(ruleset: &'a Ruleset, family: Family, table: Table, chain: &'a ChainRef) -> impl Iterator<Item = &'a Rule> {
+    ruleset.rules.iter().filter(move |rule| rule.family == family && rule.table == table && &rule.chain == chain)
 }
 
 /// Quotes text the way `iptables-save` does: bare when it is only letters,
@@ -143,16 +162,19 @@ pub fn rule_args(rule: &Rule) -> Vec<Arg> {
         args.push(word(tables::protocol_save_name(protocol.0)));
         port_args(protocol, matches, &mut args);
         if let Some(icmp_type) = matches.icmp_type {
-            let value = match icmp_type.code {
-                Some(code) => format!("{}/{}", icmp_type.kind, code),
-                None => icmp_type.kind.to_string(),
+            let value = match icmp_type.value.code {
+                Some(code) => format!("{}/{}", icmp_type.value.kind, code),
+                None => icmp_type.value.kind.to_string(),
             };
-            if protocol == Protocol::ICMP {
-                args.extend([word("-m"), word("icmp"), word("--icmp-type"), word(value)]);
-            } else {
-                args.extend([word("-m"), word("icmp6"), word("--icmpv6-type"), word(value)]);
-            }
+            let (module, flag) =
+                if protocol == Protocol::ICMP { ("icmp", "--icmp-type") } else { ("icmp6", "--icmpv6-type") };
+            args.extend([word("-m"), word(module)]);
+            negatable(&mut args, icmp_type.negated, flag, value);
         }
+    }
+    if let Some(mac) = &matches.mac_source {
+        args.extend([word("-m"), word("mac")]);
+        negatable(&mut args, mac.negated, "--mac-source", mac.value.clone());
     }
     if let Some(states) = &matches.states {
         args.extend([word("-m"), word("conntrack")]);
@@ -174,12 +196,26 @@ pub fn rule_args(rule: &Rule) -> Vec<Arg> {
         Target::Return => args.push(word("RETURN")),
         Target::Jump(chain) => args.push(word(chain.clone())),
         Target::Reject(with) => {
-            let kind = match (with, rule.family) {
-                (RejectWith::TcpReset, _) => "tcp-reset",
-                (RejectWith::PortUnreachable, Family::V4) => "icmp-port-unreachable",
-                (RejectWith::PortUnreachable, Family::V6) => "icmp6-port-unreachable",
-            };
+            let kind = with.spelling(rule.family).expect("lowering checked the family has this answer");
             args.extend([word("REJECT"), word("--reject-with"), word(kind)]);
+        }
+        Target::Masquerade { ports } => {
+            args.push(word("MASQUERADE"));
+            if let Some(ports) = ports {
+                args.extend([word("--to-ports"), word(range_with_dash(ports))]);
+            }
+        }
+        Target::Redirect { ports } => {
+            args.push(word("REDIRECT"));
+            if let Some(ports) = ports {
+                args.extend([word("--to-ports"), word(range_with_dash(ports))]);
+            }
+        }
+        Target::Snat { address, ports } => {
+            args.extend([word("SNAT"), word("--to-source"), word(nat_address(address, ports))]);
+        }
+        Target::Dnat { address, ports } => {
+            args.extend([word("DNAT"), word("--to-destination"), word(nat_address(address, ports))]);
         }
         Target::Log { prefix } => {
             args.push(word("LOG"));
@@ -208,8 +244,8 @@ fn port_args(protocol: Protocol, matches: &Matches, args: &mut Vec<Arg>) {
         Some(_) => (single(&matches.source_ports), single(&matches.destination_ports)),
         None => (None, None),
     };
-    if single_source.is_some() || single_destination.is_some() {
-        args.extend([word("-m"), word(own_module.expect("checked"))]);
+    if single_source.is_some() || single_destination.is_some() || matches.tcp_flags.is_some() {
+        args.extend([word("-m"), word(own_module.expect("flags and single ports have a module"))]);
         for (flag, ports) in [("--sport", &single_source), ("--dport", &single_destination)] {
             if let Some(ports) = ports {
                 if ports.negated {
@@ -217,6 +253,16 @@ fn port_args(protocol: Protocol, matches: &Matches, args: &mut Vec<Arg>) {
                 }
                 args.extend([word(flag), word(port_text(&ports.value[0]))]);
             }
+        }
+        if let Some(flags) = &matches.tcp_flags {
+            if flags.negated {
+                args.push(word("!"));
+            }
+            args.extend([
+                word("--tcp-flags"),
+                word(TcpFlags::names(flags.value.mask)),
+                word(TcpFlags::names(flags.value.set)),
+            ]);
         }
     }
     for (flag, ports, done) in [
@@ -230,6 +276,23 @@ fn port_args(protocol: Protocol, matches: &Matches, args: &mut Vec<Arg>) {
         }
         let list: Vec<String> = ports.value.iter().map(port_text).collect();
         args.extend([word(flag), word(list.join(","))]);
+    }
+}
+
+/// `198.51.100.5:443`, `[2001:db8::5]:443`, or the address alone.
+fn nat_address(address: &std::net::IpAddr, ports: &Option<PortRange>) -> String {
+    match (address, ports) {
+        (_, None) => address.to_string(),
+        (std::net::IpAddr::V4(v4), Some(ports)) => format!("{v4}:{}", range_with_dash(ports)),
+        (std::net::IpAddr::V6(v6), Some(ports)) => format!("[{v6}]:{}", range_with_dash(ports)),
+    }
+}
+
+fn range_with_dash(range: &PortRange) -> String {
+    if range.low == range.high {
+        range.low.to_string()
+    } else {
+        format!("{}-{}", range.low, range.high)
     }
 }
 
@@ -276,38 +339,112 @@ pub fn shell(ruleset: &Ruleset, header: &str) -> String {
             Family::V6 => "ip6tables",
         };
         out.push_str(&format!("\n# {}\n", family.name()));
-        let run = |out: &mut String, args: &[Arg]| {
-            out.push_str(command);
-            out.push_str(" -w -t filter");
-            for arg in args {
-                out.push(' ');
-                match arg {
-                    Arg::Word(text) | Arg::Text(text) => shell_quote(text, out),
-                }
-            }
-            out.push('\n');
-        };
-        run(&mut out, &[word("-F")]);
-        run(&mut out, &[word("-X")]);
-        for chain in [ChainRef::Input, ChainRef::Forward, ChainRef::Output] {
-            let policy = match ruleset.policies.of(&chain).expect("built-in") {
-                Verdict::Accept => "ACCEPT",
-                Verdict::Drop => "DROP",
-            };
-            run(&mut out, &[word("-P"), word(chain.name()), word(policy)]);
-        }
-        let chains = user_chains(ruleset, family);
-        for chain in &chains {
-            run(&mut out, &[word("-N"), word(chain.clone())]);
-        }
-        for chain in chain_order(&chains) {
-            for rule in rules_of(ruleset, family, &chain) {
-                let mut args = vec![word("-A"), word(chain.name())];
-                args.extend(rule_args(rule));
-                run(&mut out, &args);
-            }
+        for table in tables_of(ruleset, family) {
+            shell_table(ruleset, family, table, command, &mut out);
         }
     }
+    out
+}
+
+/// One table's commands. A `keep` chain is created when missing and never
+/// flushed: its live contents belong to another program.
+fn shell_table(ruleset: &Ruleset, family: Family, table: Table, command: &str, out: &mut String) {
+    let run = |out: &mut String, args: &[Arg]| {
+        out.push_str(&command_line(command, table, args));
+        out.push('\n');
+    };
+    let chains = if table == Table::Filter { user_chains(ruleset, family) } else { Vec::new() };
+    let kept: Vec<&String> =
+        chains.iter().filter(|name| ruleset.chains.iter().any(|chain| &chain.name == *name && chain.keep)).collect();
+    for chain in table.builtin_chains() {
+        run(out, &[word("-F"), word(chain.name())]);
+    }
+    // Delete every other user chain: flush them all first, since a chain
+    // still referenced by another cannot be deleted.
+    let mut patterns: Vec<String> = kept.iter().map(|name| quoted(name)).collect();
+    patterns.extend(ruleset.keep_patterns.iter().map(|pattern| glob_pattern(pattern)));
+    let listing = command_line(command, table, &[word("-S")]);
+    out.push_str(&format!("chains=$({listing} | sed -n 's/^-N //p')\n"));
+    for flag in ["-F", "-X"] {
+        let action = format!("{} \"$chain\"", command_line(command, table, &[word(flag)]));
+        if patterns.is_empty() {
+            out.push_str(&format!("for chain in $chains; do {action}; done\n"));
+        } else {
+            out.push_str(&format!(
+                "for chain in $chains; do case \"$chain\" in {}) ;; *) {action} ;; esac; done\n",
+                patterns.join("|")
+            ));
+        }
+    }
+    for chain in table.builtin_chains() {
+        run(out, &[word("-P"), word(chain.name()), word(policy_name(ruleset, table, chain))]);
+    }
+    for chain in &chains {
+        if kept.contains(&chain) {
+            continue;
+        }
+        run(out, &[word("-N"), word(chain.clone())]);
+    }
+    // Kept chains get their initial rules only when they are created here.
+    for name in &kept {
+        let chain = ChainRef::User(name.to_string());
+        out.push_str(&format!("if {} 2>/dev/null; then\n", command_line(command, table, &[word("-N"), word(chain.name())])));
+        for rule in rules_of(ruleset, family, table, &chain) {
+            let mut args = vec![word("-A"), word(chain.name())];
+            args.extend(rule_args(rule));
+            out.push_str("    ");
+            run(out, &args);
+        }
+        out.push_str("fi\n");
+    }
+    for chain in chain_order(table, &chains) {
+        if kept.iter().any(|name| name.as_str() == chain.name()) {
+            continue;
+        }
+        for rule in rules_of(ruleset, family, table, &chain) {
+            let mut args = vec![word("-A"), word(chain.name())];
+            args.extend(rule_args(rule));
+            run(out, &args);
+        }
+    }
+}
+
+fn command_line(command: &str, table: Table, args: &[Arg]) -> String {
+    let mut line = format!("{command} -w -t {}", table.name());
+    for arg in args {
+        line.push(' ');
+        match arg {
+            Arg::Word(text) | Arg::Text(text) => shell_quote(text, &mut line),
+        }
+    }
+    line
+}
+
+/// A `keep chain` pattern as a shell `case` pattern: `*` and `?` stay
+/// wildcards, everything else is quoted literally.
+fn glob_pattern(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut literal = String::new();
+    for c in pattern.chars() {
+        if c == '*' || c == '?' {
+            if !literal.is_empty() {
+                out.push_str(&quoted(&literal));
+                literal.clear();
+            }
+            out.push(c);
+        } else {
+            literal.push(c);
+        }
+    }
+    if !literal.is_empty() || out.is_empty() {
+        out.push_str(&quoted(&literal));
+    }
+    out
+}
+
+fn quoted(text: &str) -> String {
+    let mut out = String::new();
+    shell_quote(text, &mut out);
     out
 }
 
@@ -315,7 +452,7 @@ pub fn shell(ruleset: &Ruleset, header: &str) -> String {
 /// such as `-A` and `--dport`, and `!`, stay bare.
 fn shell_quote(text: &str, out: &mut String) {
     let flag = text.starts_with('-')
-        && text.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_uppercase() || byte == b'-');
+        && text.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-');
     if flag || text == "!" {
         out.push_str(text);
         return;

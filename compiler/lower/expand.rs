@@ -60,6 +60,29 @@ pub fn place(resolved: &Resolved, diagnostics: &mut Vec<Diagnostic>) -> Ruleset 
         let directions: Vec<Direction> = chains.directions[name].iter().copied().collect();
         let reply_chain = chains.has_replies(name).then(|| ChainRef::User(reply_name(name)));
         for (position, rule) in chain.rules.iter().enumerate() {
+            if rule.action.is_nat() {
+                placer.diagnostics.push(
+                    Diagnostic::new(Code::MisplacedClause, format!("`{}` goes at the top level, not in a chain", rule.action.keyword()))
+                        .primary(rule.span, "inside a chain")
+                        .note("NAT rules live in the nat table, which user chains are not part of"),
+                );
+                continue;
+            }
+            if let Some(direction) = &rule.direction {
+                let others: Vec<&str> =
+                    directions.iter().filter(|d| **d != direction.value).map(|d| d.keyword()).collect();
+                if !others.is_empty() {
+                    placer.diagnostics.push(
+                        Diagnostic::new(
+                            Code::DirectionConflict,
+                            format!("this rule says `{}`, but its chain is also entered from {}", direction.value.keyword(), others.join(" and ")),
+                        )
+                        .primary(direction.span, "the kernel cannot tell which built-in chain jumped here")
+                        .note("leave the direction out so the rule follows its caller, or use one chain per direction"),
+                    );
+                    continue;
+                }
+            }
             let placement = Placement {
                 chain: ChainRef::User(name.clone()),
                 directions: rule.direction.as_ref().map_or(directions.clone(), |d| vec![d.value]),
@@ -288,6 +311,14 @@ struct Placement {
     reply_chain: Option<ChainRef>,
 }
 
+impl Placement {
+    /// Where the answer of a `reject` goes: it is sent by this host, so it
+    /// leaves through OUTPUT, as RELATED traffic.
+    fn answers_in_output(&self) -> bool {
+        self.directions.iter().any(|direction| *direction != Direction::Out)
+    }
+}
+
 struct Placer<'a> {
     chains: &'a ChainTable,
     rules: Vec<Rule>,
@@ -304,7 +335,19 @@ impl Placer<'_> {
                 rule.protocols.iter().filter(|protocol| protocol.families().contains(&family)).map(Some).collect()
             };
             let Some(sources) = self.addresses(rule, rule.sources.as_ref(), family) else { return };
-            let Some(destinations) = self.addresses(rule, rule.destinations.as_ref(), family) else { return };
+            // A port forward's `to` is where packets go, not a match.
+            let matched_destinations = if rule.action == Action::ForwardPort { None } else { rule.destinations.as_ref() };
+            let Some(destinations) = self.addresses(rule, matched_destinations, family) else { return };
+            let source_port_chunks = match &rule.source_ports {
+                None => vec![None],
+                Some(ports) => match chunks(ports) {
+                    Some(chunks) => chunks.into_iter().map(Some).collect(),
+                    None => {
+                        self.unsupported_negation(rule, "more than 15 ports");
+                        return;
+                    }
+                },
+            };
             for protocol in &protocols {
                 let port_chunks = match protocol.and_then(|protocol| protocol.ports.as_ref()) {
                     None => vec![None],
@@ -316,30 +359,39 @@ impl Placer<'_> {
                         }
                     },
                 };
-                let icmp_types: Vec<Option<IcmpType>> = match protocol {
-                    Some(protocol) if !protocol.icmp_types.is_empty() => {
-                        protocol.icmp_types.iter().copied().map(Some).collect()
-                    }
+                let icmp_types: Vec<Option<Match<IcmpType>>> = match protocol {
+                    Some(protocol) if !protocol.icmp_types.is_empty() => protocol
+                        .icmp_types
+                        .iter()
+                        .map(|kind| Some(Match { negated: protocol.icmp_negated, value: *kind }))
+                        .collect(),
                     _ => vec![None],
                 };
+                let protocol_has_ports = protocol.is_some_and(|protocol| protocol.protocol.has_ports());
+                let source_port_chunks: &[Option<Match<Vec<PortRange>>>] =
+                    if protocol_has_ports { &source_port_chunks } else { &[None] };
                 for source in &sources {
                     for destination in &destinations {
-                        for ports in &port_chunks {
-                            for icmp_type in &icmp_types {
-                                let matches = Matches {
-                                    source: source.clone(),
-                                    destination: destination.clone(),
-                                    in_interface: interfaces.0.clone(),
-                                    out_interface: interfaces.1.clone(),
-                                    protocol: protocol.map(|protocol| protocol.protocol),
-                                    source_ports: None,
-                                    destination_ports: ports.clone(),
-                                    icmp_type: *icmp_type,
-                                    states: rule.states.clone(),
-                                    limit: None,
-                                    comment: rule.comment.clone(),
-                                };
-                                self.emit(rule, family, matches, placement);
+                        for source_ports in source_port_chunks {
+                            for ports in &port_chunks {
+                                for icmp_type in &icmp_types {
+                                    let matches = Matches {
+                                        source: source.clone(),
+                                        destination: destination.clone(),
+                                        in_interface: interfaces.0.clone(),
+                                        out_interface: interfaces.1.clone(),
+                                        protocol: protocol.map(|protocol| protocol.protocol),
+                                        source_ports: source_ports.clone(),
+                                        destination_ports: ports.clone(),
+                                        icmp_type: *icmp_type,
+                                        tcp_flags: rule.tcp_flags,
+                                        mac_source: rule.mac_source.clone(),
+                                        states: rule.states.clone(),
+                                        limit: None,
+                                        comment: rule.comment.clone(),
+                                    };
+                                    self.emit(rule, family, matches, placement);
+                                }
                             }
                         }
                     }
@@ -397,6 +449,10 @@ impl Placer<'_> {
             self.unsupported_negation(rule, "several addresses");
             return None;
         }
+        // Nothing of this family to exclude: the negation holds for all.
+        if addresses.negated && of_family.is_empty() {
+            return Some(vec![None]);
+        }
         Some(of_family)
     }
 
@@ -413,13 +469,36 @@ impl Placer<'_> {
     }
 
     fn push(&mut self, rule: &ResolvedRule, family: Family, chain: &ChainRef, matches: Matches, target: Target, derived: Option<Derivation>) {
+        self.push_to(Table::Filter, rule, family, chain, matches, target, derived);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_to(&mut self, table: Table, rule: &ResolvedRule, family: Family, chain: &ChainRef, matches: Matches, target: Target, derived: Option<Derivation>) {
         let origin = self.origin(rule, derived);
-        self.rules.push(Rule { family, chain: chain.clone(), matches, target, origin });
+        self.rules.push(Rule { family, table, chain: chain.clone(), matches, target, origin });
     }
 
     fn emit(&mut self, rule: &ResolvedRule, family: Family, mut matches: Matches, placement: &Placement) {
         let chain = &placement.chain;
-        let log = |prefix: &Option<String>| Target::Log { prefix: prefix.clone() };
+        if rule.action.is_nat() {
+            self.emit_nat(rule, family, matches);
+            return;
+        }
+        // `rate` limits the LOG rule alone; without it the LOG rule shares
+        // the verdict's `limit`, so it logs exactly what the verdict takes.
+        let log_rule = |placer: &mut Self, mut logged: Matches| {
+            if let Some(prefix) = &rule.log {
+                logged.limit = rule.log_rate.or(logged.limit);
+                let target = Target::Log { prefix: prefix.clone() };
+                let derived = (rule.action != Action::Log).then_some(Derivation::Log);
+                placer.push(rule, family, chain, logged, target, derived);
+            }
+        };
+        if rule.action == Action::Log {
+            matches.limit = rule.limit;
+            log_rule(self, matches);
+            return;
+        }
         if rule.action == Action::Allow && rule.stateful {
             let mut opener = matches.clone();
             opener.states = Some(Match::positive(if rule.limit.is_some() {
@@ -428,12 +507,10 @@ impl Placer<'_> {
                 States::NEW.union(States::ESTABLISHED)
             }));
             opener.limit = rule.limit;
-            if let Some(prefix) = &rule.log {
-                // Log each new connection once, not every packet of it.
-                let mut logged = opener.clone();
-                logged.states = Some(Match::positive(States::NEW));
-                self.push(rule, family, chain, logged, log(prefix), Some(Derivation::Log));
-            }
+            // Log each new connection once, not every packet of it.
+            let mut logged = opener.clone();
+            logged.states = Some(Match::positive(States::NEW));
+            log_rule(self, logged);
             self.push(rule, family, chain, opener, Target::Accept, None);
             if rule.limit.is_some() {
                 let mut established = matches.clone();
@@ -446,25 +523,34 @@ impl Placer<'_> {
             return;
         }
         matches.limit = rule.limit;
-        if let Some(prefix) = &rule.log {
-            self.push(rule, family, chain, matches.clone(), log(prefix), Some(Derivation::Log));
-        }
+        log_rule(self, matches.clone());
         match rule.action {
             Action::Allow => self.push(rule, family, chain, matches, Target::Accept, None),
             Action::Deny => self.push(rule, family, chain, matches, Target::Drop, None),
-            Action::Reject => match matches.protocol {
-                None => {
-                    let mut tcp = matches.clone();
-                    tcp.protocol = Some(Protocol::TCP);
-                    self.push(rule, family, chain, tcp, Target::Reject(RejectWith::TcpReset), None);
-                    let other = Target::Reject(RejectWith::PortUnreachable);
-                    self.push(rule, family, chain, matches, other, Some(Derivation::RejectOther));
+            Action::Reject => {
+                let mut parts = Vec::new();
+                match (rule.reject_with, matches.protocol) {
+                    (Some(with), _) => parts.push((matches, with, None)),
+                    (None, None) => {
+                        let mut tcp = matches.clone();
+                        tcp.protocol = Some(Protocol::TCP);
+                        parts.push((tcp, RejectWith::TcpReset, None));
+                        parts.push((matches, RejectWith::PortUnreachable, Some(Derivation::RejectOther)));
+                    }
+                    (None, Some(Protocol::TCP)) => parts.push((matches, RejectWith::TcpReset, None)),
+                    (None, Some(_)) => parts.push((matches, RejectWith::PortUnreachable, None)),
                 }
-                Some(Protocol::TCP) => {
-                    self.push(rule, family, chain, matches, Target::Reject(RejectWith::TcpReset), None)
+                let mut answers = Vec::new();
+                for (matches, with, derived) in parts {
+                    if placement.answers_in_output() {
+                        answers.extend(reject_answer(&matches, with, family));
+                    }
+                    self.push(rule, family, chain, matches, Target::Reject(with), derived);
                 }
-                Some(_) => self.push(rule, family, chain, matches, Target::Reject(RejectWith::PortUnreachable), None),
-            },
+                for answer in answers {
+                    self.push(rule, family, &ChainRef::Output, answer, Target::Accept, Some(Derivation::RejectAnswer));
+                }
+            }
             Action::Return => self.push(rule, family, chain, matches, Target::Return, None),
             Action::Jump => {
                 let target = rule.jump.as_ref().expect("resolve checked jumps have targets").value.clone();
@@ -476,7 +562,51 @@ impl Placer<'_> {
                 }
                 self.push(rule, family, chain, matches, Target::Jump(target), None);
             }
+            Action::Log | Action::Masquerade | Action::Snat | Action::Dnat | Action::Redirect | Action::ForwardPort => {
+                unreachable!("handled above")
+            }
         }
+    }
+
+    /// NAT rules go to the nat table; a port forward also allows the
+    /// forwarded flow (and its replies) in FORWARD.
+    fn emit_nat(&mut self, rule: &ResolvedRule, family: Family, matches: Matches) {
+        let nat = rule.nat.as_ref().expect("resolve checked NAT rules");
+        let outgoing = rule.direction.as_ref().is_some_and(|direction| direction.value == Direction::Out);
+        let (chain, target) = match rule.action {
+            Action::Masquerade => (ChainRef::Postrouting, Target::Masquerade { ports: nat.ports }),
+            Action::Snat => (
+                ChainRef::Postrouting,
+                Target::Snat { address: nat.address.expect("snat has an address"), ports: nat.ports },
+            ),
+            Action::Redirect => {
+                (if outgoing { ChainRef::Output } else { ChainRef::Prerouting }, Target::Redirect { ports: nat.ports })
+            }
+            _ => (
+                if outgoing { ChainRef::Output } else { ChainRef::Prerouting },
+                Target::Dnat { address: nat.address.expect("dnat has an address"), ports: nat.ports },
+            ),
+        };
+        if let Some(prefix) = &rule.log {
+            let mut logged = matches.clone();
+            logged.limit = rule.log_rate;
+            self.push_to(Table::Nat, rule, family, &chain, logged, Target::Log { prefix: prefix.clone() }, Some(Derivation::Log));
+        }
+        if rule.action == Action::ForwardPort {
+            let address = nat.address.expect("forward-port has an address");
+            let mut forward = matches.clone();
+            forward.destination = Some(Match::positive(ipnet::IpNet::from(address)));
+            if let Some(ports) = nat.ports {
+                forward.destination_ports = Some(Match::positive(vec![ports]));
+            }
+            let mut opener = forward.clone();
+            opener.states = Some(Match::positive(States::NEW.union(States::ESTABLISHED)));
+            self.push(rule, family, &ChainRef::Forward, opener, Target::Accept, Some(Derivation::ForwardAllow));
+            if let Some(reply) = mirror(&forward) {
+                self.push(rule, family, &ChainRef::Forward, reply, Target::Accept, Some(Derivation::Reply));
+            }
+        }
+        self.push_to(Table::Nat, rule, family, &chain, matches, target, None);
     }
 
     /// A conditional `return` in a chain with replies: its mirror image
@@ -489,7 +619,7 @@ impl Placer<'_> {
         for returned in scratch.rules {
             if let Some(reply) = mirror(&returned.matches) {
                 let origin = RuleOrigin { derived: Some(Derivation::Reply), ..returned.origin };
-                self.rules.push(Rule { family: returned.family, chain: reply_chain.clone(), matches: reply, target: Target::Return, origin });
+                self.rules.push(Rule { family: returned.family, table: Table::Filter, chain: reply_chain.clone(), matches: reply, target: Target::Return, origin });
             }
         }
         debug_assert!(self.rules.len() >= start);
@@ -500,9 +630,12 @@ impl Placer<'_> {
 /// when nothing answers (an ICMP type that is not a query).
 fn mirror(matches: &Matches) -> Option<Matches> {
     let icmp_type = match (matches.protocol, matches.icmp_type) {
-        (Some(protocol), Some(icmp_type)) => {
-            Some(IcmpType { kind: tables::icmp_reply_type(protocol.0, icmp_type.kind)?, code: None })
-        }
+        // The replies to "anything but echo" are not one type: match any.
+        (Some(_), Some(icmp_type)) if icmp_type.negated => None,
+        (Some(protocol), Some(icmp_type)) => Some(Match::positive(IcmpType {
+            kind: tables::icmp_reply_type(protocol.0, icmp_type.value.kind)?,
+            code: None,
+        })),
         _ => None,
     };
     Some(Matches {
@@ -514,10 +647,38 @@ fn mirror(matches: &Matches) -> Option<Matches> {
         source_ports: matches.destination_ports.clone(),
         destination_ports: matches.source_ports.clone(),
         icmp_type,
+        tcp_flags: None,
+        mac_source: None,
         states: Some(Match::positive(States::ESTABLISHED)),
         limit: None,
         comment: matches.comment.clone(),
     })
+}
+
+/// The packet a REJECT sends back — a TCP reset or an ICMP error — is
+/// RELATED to the rejected flow and leaves through OUTPUT; under `policy
+/// out drop` it needs its own allow, or the reject acts as a silent drop.
+fn reject_answer(matches: &Matches, with: RejectWith, family: Family) -> Option<Matches> {
+    let mut answer = mirror(matches).or_else(|| {
+        // An ICMP type without an answer type still gets an error back.
+        let mut without_type = matches.clone();
+        without_type.icmp_type = None;
+        mirror(&without_type)
+    })?;
+    answer.states = Some(Match::positive(States::RELATED));
+    if with != RejectWith::TcpReset {
+        let (protocol, unreachable) = match family {
+            Family::V4 => (Protocol::ICMP, 3),
+            Family::V6 => (Protocol::ICMPV6, 1),
+        };
+        answer.protocol = Some(protocol);
+        answer.source_ports = None;
+        answer.destination_ports = None;
+        answer.icmp_type = Some(Match::positive(IcmpType { kind: unreachable, code: None }));
+    }
+    // Sent by this host: it has no arrival interface.
+    answer.in_interface = None;
+    Some(answer)
 }
 
 /// Splits a port list into kernel-sized pieces: multiport takes 15

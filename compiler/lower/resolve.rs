@@ -5,7 +5,7 @@ use super::load::Item;
 use super::values::{self, Address, PortEntry, VariableValue, Variables};
 use super::{Context, Params};
 use crate::diagnostics::{Code, Diagnostic};
-use crate::ir::{Family, IcmpType, Limit, Match, PortRange, Policies, Protocol, States, Verdict};
+use crate::ir::{Family, IcmpType, Limit, Match, PortRange, Policies, Protocol, RejectWith, States, TcpFlags, Verdict};
 use crate::source::{Origin, Sources, Span};
 use crate::syntax::ast::{self, Action, Direction, Spanned};
 use crate::syntax::parser;
@@ -31,10 +31,25 @@ pub struct ResolvedRule {
     /// `log` with its prefix, if any.
     pub log: Option<Option<String>>,
     pub limit: Option<Limit>,
+    /// `rate`: the limit of the LOG rule alone.
+    pub log_rate: Option<Limit>,
     pub comment: Option<String>,
+    /// `sport PORTS`, applied to every protocol of the rule.
+    pub source_ports: Option<Match<Vec<PortRange>>>,
+    pub tcp_flags: Option<Match<TcpFlags>>,
+    pub mac_source: Option<Match<String>>,
+    pub reject_with: Option<RejectWith>,
+    pub nat: Option<NatResolved>,
     /// The families the rule applies to (never empty).
     pub families: Vec<Family>,
     pub ignored: Vec<String>,
+}
+
+/// The translation a NAT rule asks for.
+#[derive(Clone, Debug)]
+pub struct NatResolved {
+    pub address: Option<std::net::IpAddr>,
+    pub ports: Option<PortRange>,
 }
 
 #[derive(Clone, Debug)]
@@ -49,6 +64,8 @@ pub struct ProtocolMatch {
     pub protocol: Protocol,
     pub ports: Option<Match<Vec<PortRange>>>,
     pub icmp_types: Vec<IcmpType>,
+    /// `icmp not echo-request`.
+    pub icmp_negated: bool,
 }
 
 impl ProtocolMatch {
@@ -363,10 +380,46 @@ impl Resolver<'_> {
             value: state.states.iter().fold(States::default(), |set, state| set.union(states_of(state.value))),
         });
         let limit = options.limit.as_ref().and_then(|limit| self.limit(limit));
+        let log_rate = options.rate.as_ref().and_then(|rate| self.limit(rate));
         self.check_strings(options);
-        self.check_action(rule);
+        self.check_action(rule, &protocols);
+        let source_ports = rule.source_ports.as_ref().and_then(|ports| self.source_ports(ports, &protocols));
+        let tcp_flags = rule.flags.as_ref().and_then(|flags| self.tcp_flags(flags, &protocols));
+        let mac_source = rule.mac.as_ref().and_then(|mac| self.mac(mac, rule));
+        let reject_with = rule.reject_with.as_ref().and_then(|kind| self.reject_with(kind, rule, &protocols));
+        let nat = self.nat(rule, &protocols);
+        let mut log = options.log.as_ref().map(|log| log.prefix.as_ref().map(|prefix| prefix.value.clone()));
+        if rule.action.value == Action::Log {
+            log = Some(rule.log_prefix.as_ref().map(|prefix| prefix.value.clone()));
+        }
 
-        let families = self.families(rule, &protocols, &sources, &destinations);
+        let mut families = self.families(rule, &protocols, &sources, &destinations);
+        if let (Some(found), Some(nat)) = (families.as_mut(), &nat) {
+            if let Some(address) = nat.address {
+                let family = if address.is_ipv4() { Family::V4 } else { Family::V6 };
+                found.retain(|candidate| *candidate == family);
+                if found.is_empty() {
+                    self.family_conflict_nat(rule);
+                }
+            }
+        }
+        if let (Some(found), Some(kind)) = (families.as_mut(), reject_with) {
+            if kind.spelling(Family::V6).is_none() {
+                if rule.options.ipv6.is_some() || found == &[Family::V6] {
+                    self.diagnostics.push(
+                        Diagnostic::new(Code::FamilyConflict, "IPv6 has no such reject answer")
+                            .primary(rule.reject_with.as_ref().expect("set").span, "IPv4 only")
+                            .note("IPv6 answers with no-route, host-unreachable, port-unreachable, admin-prohibited or tcp-reset"),
+                    );
+                } else if found.contains(&Family::V6) && rule.options.ipv4.is_none() {
+                    self.diagnostics.push(
+                        Diagnostic::new(Code::FamilyConflict, "IPv6 has no such reject answer")
+                            .primary(rule.reject_with.as_ref().expect("set").span, "IPv4 only")
+                            .note("add `ipv4` to the rule, and write an IPv6 rule with another answer if you need one"),
+                    );
+                }
+            }
+        }
         if self.error_count() > errors_before {
             return None;
         }
@@ -382,8 +435,14 @@ impl Resolver<'_> {
             states,
             jump: rule.jump_target.clone(),
             stateful: options.stateful.is_some(),
-            log: options.log.as_ref().map(|log| log.prefix.as_ref().map(|prefix| prefix.value.clone())),
+            log,
             limit,
+            log_rate,
+            source_ports,
+            tcp_flags,
+            mac_source,
+            reject_with,
+            nat,
             comment: options.comment.as_ref().map(|comment| comment.value.clone()),
             families: families?,
             ignored: options.ignore.iter().map(|code| code.value.clone()).collect(),
@@ -394,7 +453,7 @@ impl Resolver<'_> {
         self.diagnostics.iter().filter(|diagnostic| diagnostic.is_error()).count()
     }
 
-    fn check_action(&mut self, rule: &ast::Rule) {
+    fn check_action(&mut self, rule: &ast::Rule, protocols: &[ProtocolMatch]) {
         let action = &rule.action;
         if let Some(stateful) = rule.options.stateful {
             if action.value != Action::Allow {
@@ -407,6 +466,12 @@ impl Resolver<'_> {
                     .secondary(action.span, "this rule does not allow")
                     .note("`stateful` adds a rule that lets the replies through; remove it here"),
                 );
+            }
+            let error_types = protocols.iter().any(|protocol| {
+                protocol.icmp_types.iter().any(|kind| tables::icmp_reply_type(protocol.protocol.0, kind.kind).is_none())
+            });
+            if error_types {
+                self.misplaced(stateful, "`stateful` on ICMP types nobody answers", "not a query", "ICMP errors arrive as RELATED to the flow they are about (baseline's `established` takes them); allow them without `stateful`");
             }
             if let Some(state) = &rule.state {
                 self.diagnostics.push(
@@ -433,6 +498,28 @@ impl Resolver<'_> {
             ),
             _ => {}
         }
+        if rule.options.rate.is_some() && rule.options.log.is_none() && action.value != Action::Log {
+            let span = rule.options.rate.as_ref().expect("set").span;
+            self.misplaced(span, "`rate` limits logging, and this rule does not log", "nothing to limit", "add `log \"prefix\"`, or use `limit` to limit the rule itself");
+        }
+        if let Some(prefix) = &rule.log_prefix {
+            if action.value != Action::Log {
+                self.misplaced(prefix.span, "a bare string is the prefix of a `log` statement", "not a log statement", "use `comment \"…\"` or `log \"prefix\"` on this rule");
+            }
+        }
+        if action.value == Action::Log {
+            if let Some(log) = &rule.options.log {
+                self.misplaced(log.span, "a `log` statement takes its prefix as a plain string", "`log` twice", "`log in from $x \"seen: \" rate 1/second`");
+            }
+            if let Some(limit) = &rule.options.limit {
+                self.misplaced(limit.span, "a `log` statement is limited with `rate`", "use `rate`", "`log in tcp 22 \"ssh: \" rate 1/second`");
+            }
+        }
+        if action.value.is_nat() {
+            if let Some(limit) = &rule.options.limit {
+                self.misplaced(limit.span, "NAT rules decide no verdict to limit", "not here", "limit the allow rule instead");
+            }
+        }
         if let (Some(on), Some(direction)) = (&rule.on, &rule.direction) {
             if on.second.is_some() && direction.value != Direction::Forward {
                 self.diagnostics.push(
@@ -445,6 +532,215 @@ impl Resolver<'_> {
                 );
             }
         }
+    }
+
+    fn misplaced(&mut self, span: Span, message: impl Into<String>, label: &str, note: &str) {
+        self.diagnostics.push(Diagnostic::new(Code::MisplacedClause, message).primary(span, label.to_string()).note(note.to_string()));
+    }
+
+    /// `sport`: needs protocols that have ports.
+    fn source_ports(&mut self, list: &ast::PortList, protocols: &[ProtocolMatch]) -> Option<Match<Vec<PortRange>>> {
+        let Some(first) = protocols.first() else {
+            self.misplaced(list.span, "`sport` needs a protocol", "source ports of what?", "name the protocol first: `allow in udp 68 sport 67`");
+            return None;
+        };
+        if let Some(without) = protocols.iter().find(|protocol| !protocol.protocol.has_ports()) {
+            let name = tables::protocol_save_name(without.protocol.0);
+            self.diagnostics.push(
+                Diagnostic::new(Code::PortsWithoutProtocol, format!("`{name}` has no ports"))
+                    .primary(list.span, "source ports given here")
+                    .note("only tcp, udp, udplite and sctp have ports"),
+            );
+            return None;
+        }
+        let mut entries = Vec::new();
+        for item in &list.items {
+            self.variables.port_entries(item, &mut entries, self.diagnostics);
+        }
+        let name = tables::protocol_save_name(first.protocol.0);
+        let ports = self.resolve_ports(first.protocol, &name, &entries)?;
+        Some(Match { negated: list.negated, value: ports })
+    }
+
+    fn tcp_flags(&mut self, flags: &ast::FlagsClause, protocols: &[ProtocolMatch]) -> Option<Match<TcpFlags>> {
+        if protocols.len() != 1 || protocols[0].protocol != Protocol::TCP {
+            self.misplaced(flags.span, "`flags` are TCP flags", "needs `tcp`", "write `allow in tcp 22 flags syn`");
+            return None;
+        }
+        let bits = |list: &str| {
+            list.split(',').fold(0u8, |bits, name| {
+                bits | match name.to_ascii_lowercase().as_str() {
+                    "fin" => 1,
+                    "syn" => 2,
+                    "rst" => 4,
+                    "psh" => 8,
+                    "ack" => 16,
+                    "urg" => 32,
+                    "all" => 63,
+                    _ => 0,
+                }
+            })
+        };
+        // `flags syn` is `--syn`: of FIN, SYN, RST and ACK, only SYN is set.
+        let mask = flags.mask.as_ref().map_or(1 | 2 | 4 | 16, |mask| bits(&mask.value));
+        let set = bits(&flags.set.value);
+        if set & !mask != 0 {
+            self.misplaced(flags.set.span, "these flags are outside the mask", "not in the mask", "the second list must be part of the first: `flags FIN,SYN,RST,ACK syn`");
+            return None;
+        }
+        Some(Match { negated: flags.negated, value: TcpFlags { mask, set } })
+    }
+
+    fn mac(&mut self, mac: &ast::MacClause, rule: &ast::Rule) -> Option<Match<String>> {
+        if rule.direction.as_ref().is_some_and(|direction| direction.value == Direction::Out) {
+            self.misplaced(mac.span, "`mac` matches the sender's hardware address of arriving packets", "not on `out` rules", "use it on `in` or `forward` rules");
+            return None;
+        }
+        Some(Match { negated: mac.negated, value: mac.address.value.to_ascii_lowercase() })
+    }
+
+    fn reject_with(&mut self, kind: &Spanned<String>, rule: &ast::Rule, protocols: &[ProtocolMatch]) -> Option<RejectWith> {
+        if rule.action.value != Action::Reject {
+            self.misplaced(kind.span, "`with` goes with `reject`", "not a reject", "`reject in tcp 113 with tcp-reset`");
+            return None;
+        }
+        let name = kind.value.trim_start_matches("icmp6-").trim_start_matches("icmp-");
+        let found = RejectWith::KINDS.iter().find(|(_, fwc, v4, v6)| {
+            *fwc == name || *v4 == kind.value || v6.is_some_and(|v6| v6 == kind.value)
+        });
+        let Some((with, ..)) = found else {
+            let names: Vec<&str> = RejectWith::KINDS.iter().map(|(_, name, ..)| *name).collect();
+            self.diagnostics.push(
+                Diagnostic::new(Code::SyntaxError, format!("`{}` is not a reject answer", kind.value))
+                    .primary(kind.span, "unknown answer")
+                    .maybe_note(crate::diagnostics::suggestion(name, names.iter().copied()))
+                    .note(format!("the answers are: {}", names.join(", "))),
+            );
+            return None;
+        };
+        if *with == RejectWith::TcpReset && !(protocols.len() == 1 && protocols[0].protocol == Protocol::TCP) {
+            self.misplaced(kind.span, "a TCP reset answers TCP only", "needs `tcp`", "write `reject in tcp 113 with tcp-reset`; a reject without `with` answers TCP with a reset and everything else with port-unreachable");
+            return None;
+        }
+        Some(*with)
+    }
+
+    /// The translation of a NAT rule, and its parts checked.
+    fn nat(&mut self, rule: &ast::Rule, protocols: &[ProtocolMatch]) -> Option<NatResolved> {
+        let action = rule.action.value;
+        if !action.is_nat() {
+            if let Some(target) = &rule.nat_target {
+                self.misplaced(target.span(), "a translation target on a rule that translates nothing", "not a NAT rule", "to-source goes with snat, to-destination with dnat, to-port with masquerade and redirect");
+            }
+            if let Some(port) = &rule.port {
+                self.misplaced(port.span, "`port` goes with `forward-port … to ADDRESS port PORT`", "not a port forward", "name ports after the protocol: `tcp 80`");
+            }
+            return None;
+        }
+        let direction = rule.direction.as_ref().map(|direction| direction.value);
+        let wanted: &[Direction] = match action {
+            Action::Masquerade | Action::Snat => &[Direction::Out],
+            Action::ForwardPort => &[Direction::In],
+            _ => &[Direction::In, Direction::Out],
+        };
+        if let Some(direction) = direction.filter(|direction| !wanted.contains(direction)) {
+            let span = rule.direction.as_ref().expect("set").span;
+            let note = match action {
+                Action::Masquerade | Action::Snat => "source NAT happens as packets leave: `masquerade out on $wan from 192.168.1.0/24`",
+                Action::ForwardPort => "a port forward takes packets arriving from outside: `forward-port in on $wan tcp 8443 to $nas port 443`",
+                _ => "destination NAT applies to arriving (`in`) or locally sent (`out`) packets",
+            };
+            self.misplaced(span, format!("`{}` does not go with `{}`", action.keyword(), direction.keyword()), "wrong direction", note);
+            return None;
+        }
+        let parse_host = |resolver: &mut Self, text: &Spanned<String>| -> Option<std::net::IpAddr> {
+            match text.value.parse::<std::net::IpAddr>() {
+                Ok(address) => Some(address),
+                Err(_) => {
+                    resolver.diagnostics.push(
+                        Diagnostic::new(Code::BadAddress, format!("`{}` is not a single address", text.value))
+                            .primary(text.span, "translation needs one address")
+                            .note("NAT translates to one host: 192.0.2.10 or 2001:db8::10, no block"),
+                    );
+                    None
+                }
+            }
+        };
+        let single_port = |resolver: &mut Self, list: &ast::PortList, protocols: &[ProtocolMatch]| -> Option<PortRange> {
+            if protocols.is_empty() || protocols.iter().any(|protocol| !protocol.protocol.has_ports()) {
+                resolver.misplaced(list.span, "translating ports needs a protocol with ports", "ports of what?", "name the protocol: `redirect in tcp 80 to-port 3128`");
+                return None;
+            }
+            let mut entries = Vec::new();
+            for item in &list.items {
+                resolver.variables.port_entries(item, &mut entries, resolver.diagnostics);
+            }
+            match entries.as_slice() {
+                [PortEntry::Range(range, _)] => Some(*range),
+                _ => {
+                    resolver.misplaced(list.span, "a translation takes one port or one range", "several ports", "`to-port 3128` or `to-port 1024-2000`");
+                    None
+                }
+            }
+        };
+        let mut resolved = NatResolved { address: None, ports: None };
+        match (action, &rule.nat_target) {
+            (Action::Snat, Some(ast::NatTarget::Source(_, address))) => resolved.address = Some(parse_host(self, address)?),
+            (Action::Dnat, Some(ast::NatTarget::Destination(_, address))) => {
+                resolved.address = Some(parse_host(self, address)?);
+                if let Some(port) = &rule.port {
+                    resolved.ports = Some(single_port(self, port, protocols)?);
+                }
+            }
+            (Action::Masquerade | Action::Redirect, Some(ast::NatTarget::Ports(_, ports))) => {
+                resolved.ports = Some(single_port(self, ports, protocols)?)
+            }
+            (Action::Masquerade | Action::Redirect, None) => {}
+            (Action::ForwardPort, None) => {
+                let target = rule.to.as_ref().and_then(|to| match to.items.as_slice() {
+                    [ast::AddressItem::Literal(literal)] => Some(literal.clone()),
+                    [ast::AddressItem::Variable(name)] => match self.variables.lookup(name, self.diagnostics) {
+                        Some(VariableValue::Addresses(addresses)) if addresses.len() == 1 => {
+                            Some(Spanned { span: name.span, value: addresses[0].net.addr().to_string() })
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                });
+                let Some(target) = target else {
+                    self.misplaced(rule.span, "a port forward needs one host to forward to", "no single `to` address", "`forward-port in on $wan tcp 8443 to 192.168.1.10 port 443`");
+                    return None;
+                };
+                resolved.address = Some(parse_host(self, &target)?);
+                if let Some(port) = &rule.port {
+                    resolved.ports = Some(single_port(self, port, protocols)?);
+                }
+            }
+            (_, target) => {
+                let (span, note) = match action {
+                    Action::Snat => (rule.span, "`snat out on $wan from 10.0.0.0/8 to-source 192.0.2.1`"),
+                    Action::Dnat => (rule.span, "`dnat in on $wan tcp 80 to-destination 10.0.0.5 port 8080`"),
+                    _ => (target.as_ref().map_or(rule.span, |target| target.span()), "masquerade and redirect take `to-port`, snat `to-source`, dnat `to-destination`"),
+                };
+                self.misplaced(span, format!("`{}` needs its own translation target", action.keyword()), "missing or wrong target", note);
+                return None;
+            }
+        }
+        if action != Action::Dnat && action != Action::ForwardPort {
+            if let Some(port) = &rule.port {
+                self.misplaced(port.span, "`port` goes with `forward-port` and `dnat`", "not here", "masquerade and redirect take `to-port`");
+                return None;
+            }
+        }
+        Some(resolved)
+    }
+
+    fn family_conflict_nat(&mut self, rule: &ast::Rule) {
+        self.diagnostics.push(
+            Diagnostic::new(Code::FamilyConflict, "the translation address and the rule's addresses are of different families")
+                .primary(rule.span, "no family is left")
+                .note("NAT translates within one family: give IPv4 addresses to an IPv4 translation"),
+        );
     }
 
     fn check_strings(&mut self, options: &ast::RuleOptions) {
@@ -567,10 +863,15 @@ impl Resolver<'_> {
 
     fn protocol_clause(&mut self, clause: &ast::ProtocolClause) -> Option<ProtocolMatch> {
         let protocol = self.protocol_number(&clause.protocol)?;
-        let mut result = ProtocolMatch { protocol, ports: None, icmp_types: Vec::new() };
+        let mut result = ProtocolMatch { protocol, ports: None, icmp_types: Vec::new(), icmp_negated: false };
         let Some(list) = &clause.ports else { return Some(result) };
         if protocol == Protocol::ICMP || protocol == Protocol::ICMPV6 {
             result.icmp_types = self.icmp_types(protocol, list);
+            result.icmp_negated = list.negated;
+            if list.negated && result.icmp_types.len() > 1 {
+                self.misplaced(list.span, "`not` before several ICMP types cannot be one kernel rule", "negates a list", "negate one type, or allow the types you want and deny the rest after");
+                return None;
+            }
             return Some(result);
         }
         if !protocol.has_ports() {
@@ -626,6 +927,8 @@ impl Resolver<'_> {
                 }
             }
         }
+        let mut seen = std::collections::HashSet::new();
+        ports.retain(|range| seen.insert(*range));
         ok.then_some(ports)
     }
 
@@ -743,6 +1046,10 @@ impl Resolver<'_> {
         }
         for (addresses, clause) in [(sources, &rule.from), (destinations, &rule.to)] {
             if let (Some(addresses), Some(clause)) = (addresses, clause) {
+                // `not 10.0.0.0/8` holds for every IPv6 packet: no restriction.
+                if addresses.negated {
+                    continue;
+                }
                 let address_families = values::families_of(&addresses.addresses);
                 if addresses.addresses.is_empty() {
                     continue; // an error was reported for each bad address

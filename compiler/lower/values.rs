@@ -125,6 +125,9 @@ impl Variables {
                 Some(VariableValue::Addresses(out))
             }
             ast::Value::Ports(ports) => {
+                if let [ast::PortItem::Variable(name)] = ports.items.as_slice() {
+                    return self.lookup(name, diagnostics).cloned();
+                }
                 let mut out = Vec::new();
                 for item in &ports.items {
                     self.port_entries(item, &mut out, diagnostics);

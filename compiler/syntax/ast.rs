@@ -54,6 +54,14 @@ pub enum Action {
     Jump,
     /// `return` inside a chain, possibly with matches.
     Return,
+    /// The `log` statement: logs and decides nothing.
+    Log,
+    Masquerade,
+    Snat,
+    Dnat,
+    Redirect,
+    /// DNAT plus the matching stateful forward allow.
+    ForwardPort,
 }
 
 impl Action {
@@ -64,7 +72,20 @@ impl Action {
             Action::Reject => "reject",
             Action::Jump => "jump",
             Action::Return => "return",
+            Action::Log => "log",
+            Action::Masquerade => "masquerade",
+            Action::Snat => "snat",
+            Action::Dnat => "dnat",
+            Action::Redirect => "redirect",
+            Action::ForwardPort => "forward-port",
         }
+    }
+
+    pub fn is_nat(self) -> bool {
+        matches!(
+            self,
+            Action::Masquerade | Action::Snat | Action::Dnat | Action::Redirect | Action::ForwardPort
+        )
     }
 }
 
@@ -82,7 +103,50 @@ pub struct Rule {
     pub to: Option<Addresses>,
     pub jump_target: Option<Spanned<String>>,
     pub state: Option<StateMatch>,
+    /// `sport PORTS`.
+    pub source_ports: Option<PortList>,
+    pub flags: Option<FlagsClause>,
+    pub mac: Option<MacClause>,
+    /// `reject with KIND`.
+    pub reject_with: Option<Spanned<String>>,
+    /// `to-source ADDR`, `to-destination ADDR`, `to-port PORTS`.
+    pub nat_target: Option<NatTarget>,
+    /// `port P` of `forward-port … to ADDR port P`.
+    pub port: Option<PortList>,
+    /// The bare prefix string of a `log` statement.
+    pub log_prefix: Option<Spanned<String>>,
     pub options: RuleOptions,
+}
+
+/// `flags [not] [MASK] SET`: with one list, the mask is FIN,SYN,RST,ACK.
+#[derive(Clone, Debug)]
+pub struct FlagsClause {
+    pub span: Span,
+    pub negated: bool,
+    pub mask: Option<Spanned<String>>,
+    pub set: Spanned<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MacClause {
+    pub span: Span,
+    pub negated: bool,
+    pub address: Spanned<String>,
+}
+
+#[derive(Clone, Debug)]
+pub enum NatTarget {
+    Source(Span, Spanned<String>),
+    Destination(Span, Spanned<String>),
+    Ports(Span, PortList),
+}
+
+impl NatTarget {
+    pub fn span(&self) -> Span {
+        match self {
+            NatTarget::Source(span, _) | NatTarget::Destination(span, _) | NatTarget::Ports(span, _) => *span,
+        }
+    }
 }
 
 /// `state [not] established, related`.
@@ -167,6 +231,8 @@ pub struct RuleOptions {
     pub stateful: Option<Span>,
     pub log: Option<LogOption>,
     pub limit: Option<Limit>,
+    /// `rate`: limits the LOG rule only.
+    pub rate: Option<Limit>,
     pub comment: Option<Spanned<String>>,
     pub ipv4: Option<Span>,
     pub ipv6: Option<Span>,

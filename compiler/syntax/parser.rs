@@ -138,12 +138,19 @@ impl Builder {
                     G::kw_allow => Action::Allow,
                     G::kw_deny => Action::Deny,
                     G::kw_reject => Action::Reject,
+                    G::kw_log => Action::Log,
+                    G::kw_masquerade => Action::Masquerade,
+                    G::kw_snat => Action::Snat,
+                    G::kw_dnat => Action::Dnat,
+                    G::kw_redirect => Action::Redirect,
+                    G::kw_forward_port => Action::ForwardPort,
                     _ => Action::Jump,
                 };
                 Spanned { span: self.span(&keyword), value }
             }
             other => unreachable!("rule starts with {other:?}"),
         };
+        let early_with = parts.next_if(|part| part.as_rule() == G::reject_with);
         let direction = parts
             .next_if(|part| part.as_rule() == G::direction)
             .map(|part| self.direction(part));
@@ -158,9 +165,16 @@ impl Builder {
             to: None,
             jump_target: None,
             state: None,
+            source_ports: None,
+            flags: None,
+            mac: None,
+            reject_with: None,
+            nat_target: None,
+            port: None,
+            log_prefix: None,
             options: RuleOptions::default(),
         };
-        for part in parts {
+        for part in early_with.into_iter().chain(parts) {
             let part_span = self.span(&part);
             match part.as_rule() {
                 G::on_clause => {
@@ -209,6 +223,58 @@ impl Builder {
                     }
                     let state = StateMatch { span: part_span, negated, states };
                     self.set_once(&mut rule.state, state, part_span, "`state`");
+                }
+                G::sport_clause => {
+                    let ports = self.port_list(part.into_inner().nth(1).expect("ports"));
+                    self.set_once(&mut rule.source_ports, ports, part_span, "`sport`");
+                }
+                G::port_clause => {
+                    let ports = self.port_list(part.into_inner().nth(1).expect("ports"));
+                    self.set_once(&mut rule.port, ports, part_span, "`port`");
+                }
+                G::flags_clause => {
+                    let mut negated = false;
+                    let mut lists = Vec::new();
+                    for item in part.into_inner().skip(1) {
+                        match item.as_rule() {
+                            G::negation => negated = true,
+                            _ => lists.push(self.spanned_str(&item)),
+                        }
+                    }
+                    let set = lists.pop().expect("at least one flag list");
+                    let flags = FlagsClause { span: part_span, negated, mask: lists.pop(), set };
+                    self.set_once(&mut rule.flags, flags, part_span, "`flags`");
+                }
+                G::mac_clause => {
+                    let mut negated = false;
+                    let mut address = None;
+                    for item in part.into_inner().skip(1) {
+                        match item.as_rule() {
+                            G::negation => negated = true,
+                            _ => address = Some(self.spanned_str(&item)),
+                        }
+                    }
+                    let mac = MacClause { span: part_span, negated, address: address.expect("mac") };
+                    self.set_once(&mut rule.mac, mac, part_span, "`mac`");
+                }
+                G::reject_with => {
+                    let kind = self.spanned_str(&part.into_inner().nth(1).expect("kind"));
+                    self.set_once(&mut rule.reject_with, kind, part_span, "`with`");
+                }
+                G::nat_target => {
+                    let mut inner = part.into_inner();
+                    let keyword = inner.next().expect("keyword");
+                    let value = inner.next().expect("value");
+                    let target = match keyword.as_rule() {
+                        G::kw_to_source => NatTarget::Source(part_span, self.spanned_str(&value)),
+                        G::kw_to_destination => NatTarget::Destination(part_span, self.spanned_str(&value)),
+                        _ => NatTarget::Ports(part_span, self.port_list(value)),
+                    };
+                    self.set_once(&mut rule.nat_target, target, part_span, "a translation target");
+                }
+                G::log_prefix => {
+                    let prefix = self.string(part.into_inner().next().expect("string"));
+                    self.set_once(&mut rule.log_prefix, prefix, part_span, "a log prefix");
                 }
                 G::jump_target => {
                     let name = self.spanned_str(&part.into_inner().nth(1).expect("chain"));
@@ -260,7 +326,7 @@ impl Builder {
                 self.set_once(&mut options.comment, text, span, "`comment`");
             }
             G::opt_ignore => options.ignore.push(self.spanned_str(&inner.next().expect("code"))),
-            G::opt_limit => {
+            G::opt_limit | G::opt_rate => {
                 let rate_node = inner.next().expect("rate");
                 let rate_span = self.span(&rate_node);
                 let mut rate_parts = rate_node.into_inner();
@@ -277,7 +343,11 @@ impl Builder {
                 });
                 let limit =
                     Limit { span, rate: Spanned { span: rate_span, value: Rate { count, unit } }, burst };
-                self.set_once(&mut options.limit, limit, span, "`limit`");
+                if kind == G::opt_rate {
+                    self.set_once(&mut options.rate, limit, span, "`rate`");
+                } else {
+                    self.set_once(&mut options.limit, limit, span, "`limit`");
+                }
             }
             other => unreachable!("unexpected rule part {other:?}"),
         }
@@ -478,6 +548,12 @@ trait HasSpan {
     fn span_of(&self) -> Span;
 }
 
+impl HasSpan for NatTarget {
+    fn span_of(&self) -> Span {
+        self.span()
+    }
+}
+
 impl HasSpan for Span {
     fn span_of(&self) -> Span {
         *self
@@ -489,7 +565,7 @@ macro_rules! has_span {
         $( impl HasSpan for $type { fn span_of(&self) -> Span { self.span } } )*
     };
 }
-has_span!(OnClause, ProtocolClause, StateMatch, Addresses, LogOption, Limit, Spanned<String>,
+has_span!(OnClause, ProtocolClause, StateMatch, PortList, FlagsClause, MacClause, Addresses, LogOption, Limit, Spanned<String>,
     Spanned<Vec<Spanned<String>>>, Spanned<ConnectionState>);
 
 /// Digits to a number, saturating: `99999999999` is out of range, not a panic.
@@ -554,10 +630,10 @@ fn syntax_error(file: FileId, text: &str, error: pest::error::Error<G>) -> Diagn
 /// The many things that may follow a rule's action collapse into one phrase.
 fn describe_expected(rules: &[G]) -> String {
     let mut words: Vec<&str> = Vec::new();
-    let mut rule_part = false;
+    let rule_part = rules.iter().any(|grammar_rule| is_rule_part(*grammar_rule));
     for grammar_rule in rules {
-        if is_rule_part(*grammar_rule) {
-            rule_part = true;
+        // Among rule parts, a string is only a `log` statement's prefix.
+        if is_rule_part(*grammar_rule) || (rule_part && *grammar_rule == G::string) {
             continue;
         }
         let word = describe(*grammar_rule);
@@ -566,7 +642,7 @@ fn describe_expected(rules: &[G]) -> String {
         }
     }
     if rule_part {
-        words.push("more of the rule (`on`, a protocol, `service`, `from`, `to`, `state`, or an option such as `stateful`)");
+        words.push("more of the rule (`on`, a protocol, `service`, `from`, `to`, `state`, …, or an option such as `stateful`)");
     }
     // The end of the line reads best last.
     if let Some(position) = words.iter().position(|word| *word == "the end of the line") {
@@ -603,6 +679,20 @@ fn is_rule_part(grammar_rule: G) -> bool {
             | G::opt_ipv4
             | G::opt_ipv6
             | G::opt_ignore
+            | G::opt_rate
+            | G::sport_clause
+            | G::kw_sport
+            | G::flags_clause
+            | G::kw_flags
+            | G::mac_clause
+            | G::kw_mac
+            | G::reject_with
+            | G::kw_with
+            | G::nat_target
+            | G::port_clause
+            | G::kw_port
+            | G::log_prefix
+            | G::kw_rate
             | G::kw_stateful
             | G::kw_log
             | G::kw_limit
@@ -619,14 +709,16 @@ const KEYWORDS: &[&str] = &[
     "service", "stateful", "log", "limit", "burst", "comment", "ipv4", "ipv6", "ignore", "policy",
     "accept", "drop", "let", "param", "chain", "keep", "include", "use", "except", "test",
     "expect", "any", "state", "established", "related", "invalid", "new", "untracked", "tcp",
-    "udp", "udplite", "sctp", "icmp", "icmpv6", "esp", "ah", "gre",
+    "udp", "udplite", "sctp", "icmp", "icmpv6", "esp", "ah", "gre", "sport", "flags", "mac", "with",
+    "rate", "port", "masquerade", "snat", "dnat", "redirect", "forward-port", "to-source",
+    "to-destination", "to-port",
 ];
 
 fn describe(grammar_rule: G) -> &'static str {
     match grammar_rule {
         G::EOI | G::end_of_line => "the end of the line",
-        G::statement | G::policy_file => "a rule or a declaration",
-        G::rule | G::action => "a rule (`allow`, `deny`, `reject`, `jump`)",
+        G::statement | G::policy_file => "a declaration",
+        G::rule | G::action => "a rule (`allow`, `deny`, `reject`, `jump`, `log`, a NAT action)",
         G::direction | G::kw_in | G::kw_out | G::kw_forward => {
             "a direction (`in`, `out`, `forward`)"
         }

@@ -131,3 +131,52 @@ fn every_code_has_a_case() {
     let missing: Vec<&str> = Code::ALL.iter().filter(|code| !seen.contains(code)).map(|code| code.name()).collect();
     assert!(missing.is_empty(), "codes without a case in tests/cases: {}", missing.join(", "));
 }
+
+/// Serves one file from memory and everything else from disk.
+struct Overlay<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl fwc::FileSystem for Overlay<'_> {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        if path == self.path {
+            Ok(self.text.to_string())
+        } else {
+            fwc::FileSystem::read(&OsFileSystem, path)
+        }
+    }
+
+    fn glob(&self, pattern: &str) -> Result<Vec<PathBuf>, String> {
+        fwc::FileSystem::glob(&OsFileSystem, pattern)
+    }
+}
+
+/// Every prefix of every case — half-typed policies, as an editor sees
+/// them — compiles to diagnostics without a panic.
+#[test]
+fn no_prefix_of_a_case_panics() {
+    let mut failures = Vec::new();
+    for kind in ["ok", "err"] {
+        for path in case_files(kind) {
+            let text = std::fs::read_to_string(&path).expect("case file");
+            let params = case_params(&text);
+            // Cut between tokens: wherever a word character meets another kind.
+            let word = |c: char| c.is_alphanumeric() || c == '_';
+            let cuts = text.char_indices().filter_map(|(index, c)| {
+                let previous = text[..index].chars().next_back();
+                (previous.is_none_or(|previous| word(previous) != word(c) || !word(c))).then_some(index)
+            });
+            for end in cuts.chain([text.len()]) {
+                let prefix = &text[..end];
+                let overlay = Overlay { path: &path, text: prefix };
+                let result = std::panic::catch_unwind(|| compile(&overlay, &path, &params).map(|c| c.outputs("x")));
+                if result.is_err() {
+                    failures.push(format!("{}: prefix of {end} bytes: {prefix:?}", path.display()));
+                    break;
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "compiling these panicked:\n{}", failures.join("\n"));
+}
