@@ -35,9 +35,15 @@ use std::time::Duration;
 
 pub use Side::{Backend, Host, Peer};
 
-/// How long a probe waits for its answer. On a veth pair answers take well
-/// under a millisecond; the margin is for a loaded machine.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a probe waits for an answer when the flow should be blocked.
+/// On a veth pair answers take well under a millisecond; the margin is for
+/// a loaded machine. Probes run at once, so this is about what a batch of
+/// probes takes.
+const BLOCKED_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a probe waits for an answer that should come: longer, as it
+/// costs nothing unless the answer is missing.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a server may take to start listening.
 const SERVER_START_LIMIT: Duration = Duration::from_secs(20);
@@ -328,7 +334,8 @@ impl Lab {
             })
             .collect();
         let _servers = self.start_servers(probes.iter().map(|(probe, _)| probe));
-        let outcomes = self.send(probes.iter().map(|(probe, _)| probe));
+        let outcomes = self
+            .send(probes.iter().map(|(probe, passes)| (probe, if *passes { ANSWER_TIMEOUT } else { BLOCKED_TIMEOUT })));
 
         let mut failures = Vec::new();
         let mut to_control = Vec::new();
@@ -342,7 +349,8 @@ impl Lab {
         }
         let live_rules = self.live_rules();
         if !to_control.is_empty() {
-            let controls = self.with_firewall_open(|| self.send(to_control.iter().copied()));
+            let controls =
+                self.with_firewall_open(|| self.send(to_control.iter().map(|probe| (*probe, ANSWER_TIMEOUT))));
             for (probe, outcome) in to_control.iter().zip(controls) {
                 if let Outcome::Blocked(how) = outcome {
                     failures.push(format!(
@@ -395,16 +403,18 @@ impl Lab {
             .collect()
     }
 
-    /// Sends the probes, all at once, and gives what each saw.
-    fn send<'a>(&self, probes: impl Iterator<Item = &'a Probe>) -> Vec<Outcome> {
-        let probes: Vec<&Probe> = probes.collect();
+    /// Sends the probes, all at once, each waiting for its answer as long
+    /// as given; what each saw.
+    fn send<'a>(&self, probes: impl Iterator<Item = (&'a Probe, Duration)>) -> Vec<Outcome> {
+        let probes: Vec<(&Probe, Duration)> = probes.collect();
         std::thread::scope(|scope| {
-            let handles: Vec<_> = probes.iter().map(|probe| scope.spawn(|| self.send_one(probe))).collect();
+            let handles: Vec<_> =
+                probes.iter().map(|&(probe, timeout)| scope.spawn(move || self.send_one(probe, timeout))).collect();
             handles.into_iter().map(|handle| handle.join().expect("probe thread")).collect()
         })
     }
 
-    fn send_one(&self, probe: &Probe) -> Outcome {
+    fn send_one(&self, probe: &Probe, timeout: Duration) -> Outcome {
         let protocol = match probe.protocol {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
@@ -418,9 +428,9 @@ impl Lab {
         command.args(["-c", CLIENT, protocol, family, address(probe.to, probe.from, probe.family)]).args([
             probe.port.to_string(),
             probe.source_port.unwrap_or(0).to_string(),
-            PROBE_TIMEOUT.as_secs_f64().to_string(),
+            timeout.as_secs_f64().to_string(),
         ]);
-        let ran = match run(&mut command, None, PROBE_TIMEOUT + Duration::from_secs(30)) {
+        let ran = match run(&mut command, None, timeout + Duration::from_secs(30)) {
             Ok(ran) => ran,
             Err(error) => panic!("probe {probe}: {error}"),
         };
