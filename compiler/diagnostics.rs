@@ -12,6 +12,8 @@ use codespan_reporting::term;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
+    /// Information, such as the rule `fwc query` found; never counted.
+    Note,
     Warning,
     Error,
 }
@@ -80,6 +82,8 @@ codes! {
     MisplacedClause = "misplaced-clause", Error, "a part of a rule that does not fit its action or direction";
     DirectionConflict = "direction-conflict", Error, "a chain whose rules need one direction, jumped to from several";
     ChainCycle = "chain-cycle", Error, "chains that jump to each other in a loop";
+    TestFailed = "test-failed", Error, "an `expect` that some packet it covers does not meet";
+    BadPacket = "bad-packet", Error, "an `expect` line or a query that describes no packet, or too many";
 }
 
 /// A diagnostic as data. The first label is the primary one.
@@ -150,6 +154,7 @@ pub fn render(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
         let severity = match diagnostic.severity {
             Severity::Error => cs::Severity::Error,
             Severity::Warning => cs::Severity::Warning,
+            Severity::Note => cs::Severity::Note,
         };
         let labels = diagnostic
             .labels
@@ -161,8 +166,9 @@ pub fn render(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
                     .with_message(label.message.clone())
             })
             .collect();
+        let code = if diagnostic.severity == Severity::Note { "" } else { diagnostic.code.name() };
         let rendered = cs::Diagnostic::new(severity)
-            .with_code(diagnostic.code.name())
+            .with_code(code)
             .with_message(diagnostic.message.clone())
             .with_labels(labels)
             .with_notes(diagnostic.notes.clone());

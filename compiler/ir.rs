@@ -192,6 +192,7 @@ impl Protocol {
     pub const UDP: Protocol = Protocol(17);
     pub const ICMP: Protocol = Protocol(1);
     pub const IGMP: Protocol = Protocol(2);
+    pub const AH: Protocol = Protocol(51);
     pub const ICMPV6: Protocol = Protocol(58);
     pub const SCTP: Protocol = Protocol(132);
     pub const UDPLITE: Protocol = Protocol(136);

@@ -9,6 +9,7 @@
 
 pub mod diagnostics;
 pub mod emit;
+pub mod eval;
 pub mod ir;
 pub mod lower;
 pub mod source;
@@ -42,6 +43,26 @@ impl Compilation {
 
     pub fn render_diagnostics(&self) -> String {
         diagnostics::render(&self.sources, &self.diagnostics)
+    }
+
+    /// Runs the policy's `test` blocks against its compiled rules.
+    pub fn run_tests(&self) -> Vec<eval::expect::TestOutcome> {
+        let mut variables = self.lowered.variables.clone();
+        eval::expect::run_tests(&self.lowered.ruleset, &self.lowered.tests, &mut variables)
+    }
+
+    /// Renders diagnostics made after compiling (test failures, queries).
+    pub fn render(&self, diagnostics: &[Diagnostic]) -> String {
+        diagnostics::render(&self.sources, diagnostics)
+    }
+
+    /// Evaluates a packet written like an `expect` line without its verdict.
+    /// `Err` holds diagnostics for a packet that cannot be read.
+    pub fn query(&mut self, text: &str) -> Result<eval::query::QueryResult, Vec<Diagnostic>> {
+        let file = self.sources.add("<query>".to_string(), source::Origin::CommandLine, text.to_string());
+        let packet = syntax::parser::parse_packet(file, text).map_err(|diagnostic| vec![diagnostic])?;
+        let mut variables = self.lowered.variables.clone();
+        eval::query::run(&self.lowered.ruleset, &packet, &mut variables)
     }
 }
 

@@ -33,6 +33,24 @@ enum Command {
         /// Print one output to stdout instead of writing files
         #[arg(long, value_name = "FILE", value_parser = fwc::emit::OUTPUT_NAMES)]
         emit: Option<String>,
+        /// Do not run the policy's `test` blocks
+        #[arg(long)]
+        no_test: bool,
+    },
+    /// Run the policy's `test` blocks (and those of POLICY.test.fw next to it)
+    #[command(after_help = "Each `expect` must hold for every packet it covers: an omitted field means\nevery value (no address: both families; a block or set: every member; no\n`on`: every interface but lo), and the state defaults to new.\n\nExample:\n  fwc test policies/web.fw")]
+    Test {
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Show what the policy does with a packet: the verdict per family, the
+    /// rule that decided it, and the chains it went through
+    #[command(after_help = "The packet is written like an `expect` line without its verdict.\nExit 0 when allowed, 1 when not, 2 for bad input.\n\nExamples:\n  fwc query policies/web.fw 'in tcp 22 from 198.51.100.7'\n  fwc query policies/web.fw 'out udp 53 to 2001:db8::53'\n  fwc query policies/web.fw 'in on eth0 tcp 443 established'")]
+    Query {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// The packet: DIRECTION [on IFACE] [PROTO [PORT]] [from A] [to B] [STATE]
+        packet: String,
     },
     /// Report the policy's diagnostics without writing anything
     #[command(after_help = "Example:\n  fwc check policies/web.fw && echo ok")]
@@ -59,10 +77,19 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Build { policy, out, emit } => {
+        Command::Build { policy, out, emit, no_test } => {
             let Some(compilation) = run_compile(&policy) else { return ExitCode::from(2) };
             let name = policy.policy.display().to_string();
             let Some(outputs) = compilation.outputs(&name) else { return ExitCode::from(1) };
+            if !no_test {
+                let failures: Vec<_> =
+                    compilation.run_tests().into_iter().flat_map(|outcome| outcome.failures).collect();
+                if !failures.is_empty() {
+                    eprint!("{}", compilation.render(&failures));
+                    eprintln!("error: {} expectation(s) failed; nothing was written (--no-test skips the tests)", failures.len());
+                    return ExitCode::from(1);
+                }
+            }
             match emit {
                 Some(wanted) => {
                     let (_, text) = outputs.iter().find(|(file, _)| *file == wanted).expect("clap checked the name");
@@ -76,6 +103,58 @@ fn main() -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
+        }
+        Command::Test { policy } => {
+            let Some(compilation) = run_compile(&policy) else { return ExitCode::from(2) };
+            if compilation.has_errors() {
+                return ExitCode::from(1);
+            }
+            let outcomes = compilation.run_tests();
+            let passed = outcomes.iter().filter(|outcome| outcome.passed()).count();
+            for outcome in &outcomes {
+                eprint!("{}", compilation.render(&outcome.failures));
+                println!("test {} ... {}", outcome.name, if outcome.passed() { "ok" } else { "FAILED" });
+            }
+            println!("{} passed, {} failed", passed, outcomes.len() - passed);
+            if passed == outcomes.len() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Command::Query { policy, packet } => {
+            let Some(mut compilation) = run_compile(&policy) else { return ExitCode::from(2) };
+            if compilation.has_errors() {
+                return ExitCode::from(2);
+            }
+            match compilation.query(&packet) {
+                Err(diagnostics) => {
+                    eprint!("{}", compilation.render(&diagnostics));
+                    ExitCode::from(2)
+                }
+                Ok(result) => {
+                    for answer in &result.answers {
+                        let notes: Vec<fwc::Diagnostic> = answer
+                            .outcomes
+                            .iter()
+                            .map(|(packet, evaluation)| {
+                                fwc::eval::query::explain(&compilation.lowered.ruleset, packet, evaluation)
+                            })
+                            .collect();
+                        if answer.outcomes.len() > 1 {
+                            println!("{}: it depends on the fields the query leaves open; one example of each:", answer.family.name());
+                        } else {
+                            println!("{}:", answer.family.name());
+                        }
+                        print!("{}", compilation.render(&notes));
+                    }
+                    if result.all_allowed() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+            }
         }
         Command::Check { policy } => match run_compile(&policy) {
             None => ExitCode::from(2),

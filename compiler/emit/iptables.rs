@@ -157,7 +157,13 @@ pub fn rule_args(rule: &Rule) -> Vec<Arg> {
     if let Some(interface) = &matches.out_interface {
         negatable(&mut args, interface.negated, "-o", interface.value.clone());
     }
-    if let Some(protocol) = matches.protocol {
+    // IPv6 treats AH as an extension header that `-p` skips over; its own
+    // match module finds it.
+    let ipv6_ah = rule.family == Family::V6 && matches.protocol == Some(Protocol::AH);
+    if ipv6_ah {
+        args.extend([word("-m"), word("ah")]);
+    }
+    if let Some(protocol) = matches.protocol.filter(|_| !ipv6_ah) {
         args.push(word("-p"));
         args.push(word(tables::protocol_save_name(protocol.0)));
         port_args(protocol, matches, &mut args);

@@ -445,6 +445,20 @@ impl Placer<'_> {
             .filter(|address| Family::of(&address.net) == family)
             .map(|address| Some(Match { negated: addresses.negated, value: address.net }))
             .collect();
+        // A /0 block is every address of its family: no match at all, as
+        // `iptables-save` shows it. Negated, it matches nothing.
+        let everything = of_family.iter().flatten().any(|address| address.value.prefix_len() == 0);
+        if everything && addresses.negated {
+            self.diagnostics.push(
+                Diagnostic::new(Code::FamilyConflict, "`not` an entire address family matches no packet")
+                    .primary(rule.span, "never matches")
+                    .note("to leave a family out, use `ipv4` or `ipv6`"),
+            );
+            return None;
+        }
+        if everything {
+            return Some(vec![None]);
+        }
         if addresses.negated && of_family.len() > 1 {
             self.unsupported_negation(rule, "several addresses");
             return None;

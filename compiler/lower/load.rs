@@ -37,10 +37,33 @@ pub fn load(
     loader.stack.push(fs.canonical(root));
     let file = loader.sources.add(root.display().to_string(), Origin::Path(root.to_path_buf()), text);
     loader.file(file, &Context::default(), &mut items);
+    loader.test_file(root, &mut items);
     Ok(items)
 }
 
 impl Loader<'_> {
+    /// `web.test.fw` next to `web.fw` holds more tests for it, and only tests.
+    fn test_file(&mut self, root: &Path, items: &mut Vec<Item>) {
+        let (Some(stem), Some(parent)) = (root.file_stem(), root.parent()) else { return };
+        if root.to_string_lossy().ends_with(".test.fw") {
+            return;
+        }
+        let path = parent.join(format!("{}.test.fw", stem.to_string_lossy()));
+        let Ok(text) = self.fs.read(&path) else { return };
+        let file = self.sources.add(path.display().to_string(), Origin::Path(path.clone()), text);
+        let Some(parsed) = self.parse(file) else { return };
+        for statement in parsed.statements {
+            match statement {
+                ast::Statement::Test(test) => items.push(Item::Statement(ast::Statement::Test(test), Context::default())),
+                other => self.diagnostics.push(
+                    Diagnostic::new(Code::MisplacedClause, "a `.test.fw` file holds only `test` blocks")
+                        .primary(statement_span(&other), "not a test")
+                        .note("move it to the policy; tests see the whole compiled policy"),
+                ),
+            }
+        }
+    }
+
     fn parse(&mut self, file: usize) -> Option<ast::File> {
         let (parsed, diagnostics) = parser::parse_file(file, &self.sources.get(file).text);
         self.diagnostics.extend(diagnostics);

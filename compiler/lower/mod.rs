@@ -37,6 +37,8 @@ pub struct Lowered {
     pub ignores: Vec<ast::IgnoreDecl>,
     /// `ignore CODE` on rules: the rule's span and the codes it silences.
     pub rule_ignores: Vec<(Span, Vec<String>)>,
+    /// Every variable, for `expect` lines and queries that use them.
+    pub variables: values::Variables,
 }
 
 impl Default for Ruleset {
@@ -68,5 +70,6 @@ pub fn lower(
         tests: resolved.tests,
         ignores: resolved.ignores,
         rule_ignores: resolved.rule_ignores,
+        variables: resolved.variables,
     })
 }

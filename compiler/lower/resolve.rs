@@ -103,6 +103,7 @@ pub struct Resolved {
     pub ignores: Vec<ast::IgnoreDecl>,
     /// `ignore CODE` on rules: the rule's span and the codes it silences.
     pub rule_ignores: Vec<(Span, Vec<String>)>,
+    pub variables: Variables,
 }
 
 struct ServiceDefinition {
@@ -202,6 +203,7 @@ pub fn resolve(
     }
     resolved.policies = resolver.policies(policies);
     resolved.rule_ignores = resolver.rule_ignores;
+    resolved.variables = resolver.variables;
     resolved
 }
 

@@ -48,7 +48,7 @@ pub struct Variable {
 }
 
 /// The one flat namespace of `let` and `param`.
-#[derive(Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Variables {
     pub map: HashMap<String, Variable>,
     /// Params without a value: already reported, so uses stay quiet.

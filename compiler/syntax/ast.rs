@@ -341,7 +341,7 @@ pub enum ExpectVerdict {
     Reject,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConnectionState {
     New,
     Established,
@@ -355,6 +355,17 @@ pub enum ConnectionState {
 pub struct Expect {
     pub span: Span,
     pub verdict: Spanned<ExpectVerdict>,
+    pub direction: Spanned<Direction>,
+    pub on: Option<OnClause>,
+    pub protocol: Option<ProtocolClause>,
+    pub from: Option<Addresses>,
+    pub to: Option<Addresses>,
+    pub state: Option<Spanned<ConnectionState>>,
+}
+
+/// A packet as `fwc query` takes it: an `expect` line without the verdict.
+#[derive(Clone, Debug)]
+pub struct PacketQuery {
     pub direction: Spanned<Direction>,
     pub on: Option<OnClause>,
     pub protocol: Option<ProtocolClause>,

@@ -39,6 +39,50 @@ pub fn parse_value(file: FileId, text: &str) -> Result<Value, Diagnostic> {
     Ok(builder.value(value))
 }
 
+/// Parses the packet of `fwc query`.
+pub fn parse_packet(file: FileId, text: &str) -> Result<PacketQuery, Diagnostic> {
+    let mut pairs = Grammar::parse(G::packet_input, text).map_err(|error| syntax_error(file, text, error))?;
+    let input = pairs.next().expect("packet_input");
+    let span = input.as_span();
+    // Reuse `expect`'s reading: a verdict-less expect line.
+    let mut builder = Builder { file, diagnostics: Vec::new() };
+    let mut parts = input.into_inner();
+    let direction = builder.direction(parts.next().expect("direction"));
+    let mut query = PacketQuery { direction, on: None, protocol: None, from: None, to: None, state: None };
+    for part in parts {
+        let part_span = builder.span(&part);
+        match part.as_rule() {
+            G::on_clause => {
+                let on = builder.on_clause(part);
+                builder.set_once(&mut query.on, on, part_span, "`on`");
+            }
+            G::protocol_clause => {
+                let protocol = builder.protocol_clause(part);
+                builder.set_once(&mut query.protocol, protocol, part_span, "a protocol");
+            }
+            G::from_clause => {
+                let addresses = builder.addresses(part.into_inner().nth(1).expect("addresses"));
+                builder.set_once(&mut query.from, addresses, part_span, "`from`");
+            }
+            G::to_clause => {
+                let addresses = builder.addresses(part.into_inner().nth(1).expect("addresses"));
+                builder.set_once(&mut query.to, addresses, part_span, "`to`");
+            }
+            G::conn_state => {
+                let state = builder.connection_state(&part);
+                builder.set_once(&mut query.state, state, part_span, "a state");
+            }
+            G::EOI => {}
+            other => unreachable!("packet part {other:?}"),
+        }
+    }
+    let _ = span;
+    match builder.diagnostics.into_iter().next() {
+        Some(diagnostic) => Err(diagnostic),
+        None => Ok(query),
+    }
+}
+
 struct Builder {
     file: FileId,
     diagnostics: Vec<Diagnostic>,

@@ -52,14 +52,24 @@ fn check(path: &Path) -> (String, BTreeSet<Code>, bool) {
     }
     out.push_str("--- diagnostics\n");
     out.push_str(&compilation.render_diagnostics());
+    let mut codes: BTreeSet<Code> = compilation.diagnostics.iter().map(|diagnostic| diagnostic.code).collect();
+    let mut failed = false;
+    if !compilation.has_errors() && !compilation.lowered.tests.is_empty() {
+        out.push_str("--- tests\n");
+        for outcome in compilation.run_tests() {
+            out.push_str(&compilation.render(&outcome.failures));
+            out.push_str(&format!("test {} ... {}\n", outcome.name, if outcome.passed() { "ok" } else { "FAILED" }));
+            codes.extend(outcome.failures.iter().map(|failure| failure.code));
+            failed |= !outcome.passed();
+        }
+    }
     let name = relative.display().to_string();
     if let Some(outputs) = compilation.outputs(&name) {
         for (file, content) in outputs {
             out.push_str(&format!("--- {file}\n{content}"));
         }
     }
-    let codes = compilation.diagnostics.iter().map(|diagnostic| diagnostic.code).collect();
-    (out, codes, compilation.has_errors())
+    (out, codes, compilation.has_errors() || failed)
 }
 
 /// Runs `f` with tests/cases as the current directory. Cases run one at a
