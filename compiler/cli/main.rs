@@ -52,6 +52,20 @@ enum Command {
         /// The packet: DIRECTION [on IFACE] [PROTO [PORT]] [from A] [to B] [STATE]
         packet: String,
     },
+    /// Translate iptables-save / ip6tables-save output into a .fw policy
+    #[command(after_help = "Rules fwc cannot express stay as `# unsupported:` comments; stderr says how\nmany rules were translated. Exit 0 (unsupported rules too), 2 for unreadable input.\n\nExamples:\n  iptables-save > v4.txt; ip6tables-save > v6.txt\n  fwc import v4.txt v6.txt -o imported.fw\n  iptables-save | fwc import -\n  fwc import --exact v4.txt v6.txt   # one rule per port: build gives the same rules back")]
+    Import {
+        /// iptables-save output (`-` reads standard input); an ip6tables-save dump alone works too
+        file: PathBuf,
+        /// ip6tables-save output of the same host, merged with the first
+        file6: Option<PathBuf>,
+        /// Write the policy to this file instead of standard output
+        #[arg(short = 'o', long = "out", value_name = "POLICY")]
+        out: Option<PathBuf>,
+        /// Do not fold rules that differ only in their ports into a port list
+        #[arg(long)]
+        exact: bool,
+    },
     /// Report the policy's diagnostics without writing anything
     #[command(after_help = "Example:\n  fwc check policies/web.fw && echo ok")]
     Check {
@@ -155,6 +169,48 @@ fn main() -> ExitCode {
                     }
                 }
             }
+        }
+        Command::Import { file, file6, out, exact } => {
+            let read = |path: &PathBuf| {
+                let text = if path.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())
+                } else {
+                    std::fs::read_to_string(path)
+                };
+                text.map_err(|error| eprintln!("error: cannot read {}: {error}", path.display())).ok()
+            };
+            let Some(first) = read(&file) else { return ExitCode::from(2) };
+            let second = match &file6 {
+                Some(path) => match read(path) {
+                    Some(text) => Some(text),
+                    None => return ExitCode::from(2),
+                },
+                None => None,
+            };
+            let (v4, v6) = match (fwc::import::detect_family(&first), &second) {
+                (Some(fwc::ir::Family::V6), None) => (None, Some(first.as_str())),
+                (Some(fwc::ir::Family::V6), Some(other)) => (Some(other.as_str()), Some(first.as_str())),
+                (_, other) => (Some(first.as_str()), other.as_deref()),
+            };
+            let options = fwc::import::Options { fold_ports: !exact };
+            let imported = match fwc::import::import_with(v4, v6, options) {
+                Ok(imported) => imported,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            match out {
+                Some(path) => {
+                    if let Err(error) = std::fs::write(&path, &imported.policy) {
+                        eprintln!("error: cannot write {}: {error}", path.display());
+                        return ExitCode::from(2);
+                    }
+                }
+                None => print!("{}", imported.policy),
+            }
+            eprint!("{}", imported.summary());
+            ExitCode::SUCCESS
         }
         Command::Check { policy } => match run_compile(&policy) {
             None => ExitCode::from(2),

@@ -12,17 +12,6 @@ use std::net::IpAddr;
 pub struct Parsed {
     pub matches: Matches,
     pub target: Target,
-    /// fwc would print the rule with exactly these arguments.
-    pub canonical: bool,
-}
-
-/// The table a dump section stands for.
-pub fn table_of(name: &str) -> Option<Table> {
-    match name {
-        "filter" => Some(Table::Filter),
-        "nat" => Some(Table::Nat),
-        _ => None,
-    }
 }
 
 pub fn chain_ref(name: &str) -> ChainRef {
@@ -41,7 +30,6 @@ pub fn parse_rule(args: &[String], family: Family, table: Table, dump: &TableDum
     let mut reader = Reader { args, position: 0 };
     let mut matches = Matches::default();
     let mut modules: Vec<String> = Vec::new();
-    let mut respelled = false;
     let mut target: Option<Target> = None;
     while let Some(word) = reader.next() {
         let mut negated = false;
@@ -92,7 +80,7 @@ pub fn parse_rule(args: &[String], family: Family, table: Table, dump: &TableDum
             option if option.starts_with("--") => {
                 let Some(module) = modules.last() else { return Err(format!("option `{option}` outside a match")) };
                 let module = module.clone();
-                match_option(&module, option, negated, &mut reader, &mut matches, family, &mut respelled)?;
+                match_option(&module, option, negated, &mut reader, &mut matches)?;
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -100,22 +88,7 @@ pub fn parse_rule(args: &[String], family: Family, table: Table, dump: &TableDum
     let target = target.ok_or("a rule without a target (`-j`)")?;
     check_modules(&modules, &matches)?;
     check_placement(&matches, &target, table, chain)?;
-    let rule = Rule {
-        family,
-        table,
-        chain: chain.clone(),
-        matches: matches.clone(),
-        target: target.clone(),
-        origin: RuleOrigin { span: crate::source::Span::new(0, 0, 0), via: Vec::new(), derived: None, ignored: Vec::new() },
-    };
-    let printed: Vec<String> = crate::emit::iptables::rule_args(&rule)
-        .into_iter()
-        .map(|arg| match arg {
-            crate::emit::iptables::Arg::Word(text) | crate::emit::iptables::Arg::Text(text) => text,
-        })
-        .collect();
-    let canonical = !respelled && printed == args;
-    Ok(Parsed { matches, target, canonical })
+    Ok(Parsed { matches, target })
 }
 
 const KNOWN_MODULES: &[&str] =
@@ -306,25 +279,13 @@ fn parse_limit(text: &str) -> Result<(u32, u32), String> {
     Ok((count, unit_seconds))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn match_option(
-    module: &str,
-    option: &str,
-    negated: bool,
-    reader: &mut Reader,
-    matches: &mut Matches,
-    family: Family,
-    respelled: &mut bool,
-) -> Result<(), String> {
+fn match_option(module: &str, option: &str, negated: bool, reader: &mut Reader, matches: &mut Matches) -> Result<(), String> {
     let unknown = || format!("option `{option}` of `-m {module}`");
     match (module, option) {
         ("tcp" | "udp" | "sctp", "--sport" | "--source-port" | "--dport" | "--destination-port") => {
             let range = parse_range(reader.value(option)?)?;
-            let slot = if option.contains('s') && !option.contains("dest") && option != "--dport" {
-                &mut matches.source_ports
-            } else {
-                &mut matches.destination_ports
-            };
+            let source = matches!(option, "--sport" | "--source-port");
+            let slot = if source { &mut matches.source_ports } else { &mut matches.destination_ports };
             set_ports(slot, Match { negated, value: vec![range] }, option)
         }
         ("tcp", "--tcp-flags") => {
@@ -336,7 +297,6 @@ fn match_option(
             set_once(&mut matches.tcp_flags, Match { negated, value: TcpFlags { mask, set } }, option)
         }
         ("tcp", "--syn") => {
-            *respelled = true;
             set_once(&mut matches.tcp_flags, Match { negated, value: TcpFlags { mask: 1 | 2 | 4 | 16, set: 2 } }, option)
         }
         ("multiport", "--sports" | "--source-ports" | "--dports" | "--destination-ports") => {
@@ -351,9 +311,6 @@ fn match_option(
         }
         ("multiport", "--ports") => Err("`-m multiport --ports` matches either side: fwc has no such match".to_string()),
         ("conntrack", "--ctstate") | ("state", "--state") => {
-            if module == "state" {
-                *respelled = true;
-            }
             let states = parse_states(reader.value(option)?)?;
             set_once(&mut matches.states, Match { negated, value: states }, option)
         }
@@ -365,10 +322,7 @@ fn match_option(
             match parse_icmp(reader.value(option)?, protocol)? {
                 Some(kind) => set_once(&mut matches.icmp_type, Match { negated, value: kind }, option),
                 None if negated => Err("`! --icmp-type any` matches nothing".to_string()),
-                None => {
-                    *respelled = true;
-                    Ok(())
-                }
+                None => Ok(()),
             }
         }
         ("mac", "--mac-source") => {
@@ -406,10 +360,7 @@ fn match_option(
             }
             set_once(&mut matches.comment, text.to_string(), option)
         }
-        _ => {
-            let _ = family;
-            Err(unknown())
-        }
+        _ => Err(unknown()),
     }
 }
 
