@@ -84,6 +84,11 @@ codes! {
     ChainCycle = "chain-cycle", Error, "chains that jump to each other in a loop";
     TestFailed = "test-failed", Error, "an `expect` that some packet it covers does not meet";
     BadPacket = "bad-packet", Error, "an `expect` line or a query that describes no packet, or too many";
+    ShadowedRule = "shadowed-rule", Warning, "a rule no packet reaches: earlier rules decide all its packets";
+    RedundantRule = "redundant-rule", Warning, "a rule whose removal would change no packet's verdict";
+    Lockout = "lockout", Warning, "under `policy in drop`, no rule lets a new SSH connection in";
+    NoNeighbourDiscovery = "no-neighbour-discovery", Warning, "an IPv6 drop policy that drops neighbour discovery";
+    UnusedChain = "unused-chain", Warning, "a chain never jumped to, or jumped to and empty";
 }
 
 /// A diagnostic as data. The first label is the primary one.

@@ -7,6 +7,7 @@
 //! Pipeline: syntax (pest, in `syntax::parser` only) → AST → `lower`
 //! (includes, stdlib modules, names, families) → IR (`ir`) → `emit`.
 
+pub mod analysis;
 pub mod diagnostics;
 pub mod emit;
 pub mod eval;
@@ -73,8 +74,23 @@ pub fn compile(fs: &dyn FileSystem, root: &Path, params: &[(String, String)]) ->
     let mut sources = Sources::new();
     let mut diagnostics = Vec::new();
     let lowered = lower::lower(&mut sources, fs, root, params, &mut diagnostics)?;
+    if !diagnostics.iter().any(Diagnostic::is_error) {
+        diagnostics.extend(analysis::order_checks(&lowered.ruleset, &sources));
+        diagnostics.extend(analysis::host_checks(&lowered.ruleset, &host_context(&lowered)));
+    }
     apply_ignores(&lowered, &mut diagnostics);
     Ok(Compilation { sources, diagnostics, lowered })
+}
+
+fn host_context(lowered: &lower::Lowered) -> analysis::HostContext {
+    let ssh_port = lowered.variables.map.get("ssh_port").and_then(|variable| match &variable.value {
+        lower::values::VariableValue::Ports(ports) => match ports.as_slice() {
+            [lower::values::PortEntry::Range(range, _)] if range.low == range.high => Some((range.low, variable.span)),
+            _ => None,
+        },
+        _ => None,
+    });
+    analysis::HostContext { input_policy: lowered.policy_spans.0, output_policy: lowered.policy_spans.1, ssh_port }
 }
 
 /// `ignore CODE "reason"` silences a warning everywhere; `ignore CODE` on

@@ -79,6 +79,12 @@ pub const PROTOCOL_KEYWORDS: &[(&str, u8)] = &[
 
 /// The name `iptables-save` prints after `-p`.
 pub fn protocol_save_name(number: u8) -> String {
+    protocol_name(number).map_or_else(|| number.to_string(), str::to_string)
+}
+
+/// [`protocol_save_name`] without allocating; `None` for a protocol
+/// printed as its number.
+pub fn protocol_name(number: u8) -> Option<&'static str> {
     // iptables' built-in names win over /etc/protocols.
     let builtin = match number {
         6 => Some("tcp"),
@@ -92,9 +98,7 @@ pub fn protocol_save_name(number: u8) -> String {
         135 => Some("mh"),
         _ => None,
     };
-    builtin
-        .or_else(|| PROTOCOL_NAMES.iter().find(|(n, _)| *n == number).map(|(_, name)| *name))
-        .map_or_else(|| number.to_string(), str::to_string)
+    builtin.or_else(|| PROTOCOL_NAMES.iter().find(|(n, _)| *n == number).map(|(_, name)| *name))
 }
 
 /// ICMP (IPv4) type names: nft's spellings, then the iptables ones.

@@ -4,9 +4,18 @@
 //! option order, `/32` spelled out, numeric ICMP types, chains sorted
 //! bytewise — so that the saved file is the restore file without counters,
 //! and a plain diff against a live dump shows drift.
+//!
+//! One function, [`write_args`], walks a rule's arguments; the outputs
+//! differ only in how each argument is quoted. A family's outputs are
+//! written in one pass over its rules, grouped by chain once: each rule's
+//! line is rendered once in the saved form (which `rules.vN` and `saved.vN`
+//! share) and once in the shell form, straight into buffers that go to the
+//! writers in large pieces.
 
 use crate::ir::*;
 use crate::tables;
+use std::collections::HashMap;
+use std::io::{self, Write};
 
 /// One argument of an iptables command line, before quoting.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,22 +32,76 @@ fn word(text: impl Into<String>) -> Arg {
 
 /// `rules.v4` / `rules.v6`: iptables-restore input.
 pub fn restore(ruleset: &Ruleset, family: Family, header: &str) -> String {
-    let mut out = String::new();
-    for line in header.lines() {
-        out.push_str("# ");
-        out.push_str(line);
-        out.push('\n');
-    }
-    tables(ruleset, family, &mut out, true);
-    out
+    let mut restore = Vec::new();
+    self::family(ruleset, family, header, &mut restore, &mut io::sink(), &mut io::sink()).expect("writing to memory");
+    into_string(restore)
 }
 
 /// `saved.v4` / `saved.v6`: what `iptables-save` prints once the rules are
 /// loaded, without `#` lines and counters.
 pub fn saved(ruleset: &Ruleset, family: Family) -> String {
-    let mut out = String::new();
-    tables(ruleset, family, &mut out, false);
-    out
+    let mut saved = Vec::new();
+    self::family(ruleset, family, "", &mut io::sink(), &mut saved, &mut io::sink()).expect("writing to memory");
+    into_string(saved)
+}
+
+/// `rules.sh`: the same rules as a POSIX shell script of single commands.
+/// Every argument is single-quoted, so no text from a policy can run.
+pub fn shell(ruleset: &Ruleset, header: &str) -> String {
+    let mut out = Vec::new();
+    shell_prelude(header, &mut out).expect("writing to memory");
+    for family in Family::BOTH {
+        self::family(ruleset, family, header, &mut io::sink(), &mut io::sink(), &mut out).expect("writing to memory");
+    }
+    into_string(out)
+}
+
+fn into_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).expect("the emitter writes only text")
+}
+
+/// Where the five outputs go.
+pub struct Writers<'a> {
+    pub rules_v4: &'a mut (dyn Write + Send),
+    pub rules_v6: &'a mut (dyn Write + Send),
+    pub rules_sh: &'a mut (dyn Write + Send),
+    pub saved_v4: &'a mut (dyn Write + Send),
+    pub saved_v6: &'a mut (dyn Write + Send),
+}
+
+/// Below this many rules, both families are written on the calling thread.
+const PARALLEL_FROM: usize = 2048;
+
+/// Writes all five outputs. The two families are independent: with enough
+/// rules, IPv6 is written on a second thread (its part of `rules.sh`, which
+/// comes after IPv4's, is held until IPv4's is written).
+pub fn write_all(ruleset: &Ruleset, header: &str, out: Writers) -> io::Result<()> {
+    let Writers { rules_v4, rules_v6, rules_sh, saved_v4, saved_v6 } = out;
+    shell_prelude(header, rules_sh)?;
+    let mut v6_shell = Vec::new();
+    if ruleset.rules.len() < PARALLEL_FROM {
+        family(ruleset, Family::V4, header, rules_v4, saved_v4, rules_sh)?;
+        family(ruleset, Family::V6, header, rules_v6, saved_v6, &mut v6_shell)?;
+    } else {
+        std::thread::scope(|scope| {
+            let v6 = scope.spawn(|| family(ruleset, Family::V6, header, rules_v6, saved_v6, &mut v6_shell));
+            let v4 = family(ruleset, Family::V4, header, rules_v4, saved_v4, rules_sh);
+            let v6 = v6.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            v4.and(v6)
+        })?;
+    }
+    rules_sh.write_all(&v6_shell)
+}
+
+fn shell_prelude(header: &str, out: &mut dyn Write) -> io::Result<()> {
+    let mut text = String::from("#!/bin/sh\n");
+    for line in header.lines() {
+        text.push_str("# ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push_str("set -eu\n");
+    out.write_all(text.as_bytes())
 }
 
 /// The tables a family's rules use, in `iptables-save`'s order: filter
@@ -56,39 +119,6 @@ fn policy_name(ruleset: &Ruleset, table: Table, chain: &ChainRef) -> &'static st
         (Table::Filter, Some(Verdict::Drop)) => "DROP",
         _ => "ACCEPT",
     }
-}
-
-fn tables(ruleset: &Ruleset, family: Family, out: &mut String, counters: bool) {
-    for table in tables_of(ruleset, family) {
-        self::table(ruleset, family, table, out, counters);
-    }
-}
-
-fn table(ruleset: &Ruleset, family: Family, table: Table, out: &mut String, counters: bool) {
-    let counter = if counters { " [0:0]" } else { "" };
-    out.push_str(&format!("*{}\n", table.name()));
-    for chain in table.builtin_chains() {
-        out.push_str(&format!(":{} {}{counter}\n", chain.name(), policy_name(ruleset, table, chain)));
-    }
-    let chains = if table == Table::Filter { user_chains(ruleset, family) } else { Vec::new() };
-    for chain in &chains {
-        out.push_str(&format!(":{chain} -{counter}\n"));
-    }
-    for chain in chain_order(table, &chains) {
-        for rule in rules_of(ruleset, family, table, &chain) {
-            out.push_str("-A ");
-            out.push_str(chain.name());
-            for arg in rule_args(rule) {
-                out.push(' ');
-                match arg {
-                    Arg::Word(word) => out.push_str(&word),
-                    Arg::Text(text) => save_string(&text, out),
-                }
-            }
-            out.push('\n');
-        }
-    }
-    out.push_str("COMMIT\n");
 }
 
 /// User chains of a family, sorted bytewise as `iptables-save` lists them.
@@ -114,254 +144,204 @@ pub fn rules_of<'a>(ruleset: &'a Ruleset, family: Family, table: Table, chain: &
     ruleset.rules.iter().filter(move |rule| rule.family == family && rule.table == table && &rule.chain == chain)
 }
 
-/// Quotes text the way `iptables-save` does: bare when it is only letters,
-/// digits, `_` and `-`; otherwise in double quotes with `"`, `\` and `'`
-/// escaped by a backslash.
-fn save_string(text: &str, out: &mut String) {
-    let plain = !text.is_empty()
-        && text.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
-    if plain {
-        out.push_str(text);
-        return;
-    }
-    out.push('"');
-    for c in text.chars() {
-        if matches!(c, '"' | '\\' | '\'') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
+/// One family's rules grouped by (table, chain), in policy order within
+/// each chain: what `rules_of` gives, for every chain at once.
+struct Index<'a> {
+    slots: HashMap<(Table, &'a ChainRef), usize>,
+    rules: Vec<Vec<&'a Rule>>,
+    nat: bool,
 }
 
-/// The arguments after `-A CHAIN`, in `iptables-save`'s order.
-pub fn rule_args(rule: &Rule) -> Vec<Arg> {
-    let mut args = Vec::new();
-    let matches = &rule.matches;
-    let negatable = |args: &mut Vec<Arg>, negated: bool, flag: &str, value: String| {
-        if negated {
-            args.push(word("!"));
-        }
-        args.push(word(flag));
-        args.push(word(value));
-    };
-    if let Some(source) = &matches.source {
-        negatable(&mut args, source.negated, "-s", source.value.to_string());
-    }
-    if let Some(destination) = &matches.destination {
-        negatable(&mut args, destination.negated, "-d", destination.value.to_string());
-    }
-    if let Some(interface) = &matches.in_interface {
-        negatable(&mut args, interface.negated, "-i", interface.value.clone());
-    }
-    if let Some(interface) = &matches.out_interface {
-        negatable(&mut args, interface.negated, "-o", interface.value.clone());
-    }
-    // IPv6 treats AH as an extension header that `-p` skips over; its own
-    // match module finds it.
-    let ipv6_ah = rule.family == Family::V6 && matches.protocol == Some(Protocol::AH);
-    if ipv6_ah {
-        args.extend([word("-m"), word("ah")]);
-    }
-    if let Some(protocol) = matches.protocol.filter(|_| !ipv6_ah) {
-        args.push(word("-p"));
-        args.push(word(tables::protocol_save_name(protocol.0)));
-        port_args(protocol, matches, &mut args);
-        if let Some(icmp_type) = matches.icmp_type {
-            let value = match icmp_type.value.code {
-                Some(code) => format!("{}/{}", icmp_type.value.kind, code),
-                None => icmp_type.value.kind.to_string(),
-            };
-            let (module, flag) =
-                if protocol == Protocol::ICMP { ("icmp", "--icmp-type") } else { ("icmp6", "--icmpv6-type") };
-            args.extend([word("-m"), word(module)]);
-            negatable(&mut args, icmp_type.negated, flag, value);
-        }
-    }
-    if let Some(mac) = &matches.mac_source {
-        args.extend([word("-m"), word("mac")]);
-        negatable(&mut args, mac.negated, "--mac-source", mac.value.clone());
-    }
-    if let Some(states) = &matches.states {
-        args.extend([word("-m"), word("conntrack")]);
-        negatable(&mut args, states.negated, "--ctstate", states.value.names().join(","));
-    }
-    if let Some(limit) = &matches.limit {
-        args.extend([word("-m"), word("limit"), word("--limit"), word(limit_rate(limit))]);
-        if limit.burst != 5 {
-            args.extend([word("--limit-burst"), word(limit.burst.to_string())]);
-        }
-    }
-    if let Some(comment) = &matches.comment {
-        args.extend([word("-m"), word("comment"), word("--comment"), Arg::Text(comment.clone())]);
-    }
-    args.push(word("-j"));
-    match &rule.target {
-        Target::Accept => args.push(word("ACCEPT")),
-        Target::Drop => args.push(word("DROP")),
-        Target::Return => args.push(word("RETURN")),
-        Target::Jump(chain) => args.push(word(chain.clone())),
-        Target::Reject(with) => {
-            let kind = with.spelling(rule.family).expect("lowering checked the family has this answer");
-            args.extend([word("REJECT"), word("--reject-with"), word(kind)]);
-        }
-        Target::Masquerade { ports } => {
-            args.push(word("MASQUERADE"));
-            if let Some(ports) = ports {
-                args.extend([word("--to-ports"), word(range_with_dash(ports))]);
-            }
-        }
-        Target::Redirect { ports } => {
-            args.push(word("REDIRECT"));
-            if let Some(ports) = ports {
-                args.extend([word("--to-ports"), word(range_with_dash(ports))]);
-            }
-        }
-        Target::Snat { address, ports } => {
-            args.extend([word("SNAT"), word("--to-source"), word(nat_address(address, ports))]);
-        }
-        Target::Dnat { address, ports } => {
-            args.extend([word("DNAT"), word("--to-destination"), word(nat_address(address, ports))]);
-        }
-        Target::Log { prefix } => {
-            args.push(word("LOG"));
-            if let Some(prefix) = prefix {
-                args.extend([word("--log-prefix"), Arg::Text(prefix.clone())]);
-            }
-        }
-    }
-    args
-}
-
-/// Ports: one port or range per side goes in the protocol's own match
-/// (`-m tcp --sport A --dport B`), longer lists in `-m multiport`.
-fn port_args(protocol: Protocol, matches: &Matches, args: &mut Vec<Arg>) {
-    let single = |ports: &Option<Match<Vec<PortRange>>>| {
-        ports.as_ref().filter(|ports| ports.value.len() == 1).cloned()
-    };
-    // udplite has no match module of its own; multiport covers it.
-    let own_module = match protocol {
-        Protocol::TCP => Some("tcp"),
-        Protocol::UDP => Some("udp"),
-        Protocol::SCTP => Some("sctp"),
-        _ => None,
-    };
-    let (single_source, single_destination) = match own_module {
-        Some(_) => (single(&matches.source_ports), single(&matches.destination_ports)),
-        None => (None, None),
-    };
-    if single_source.is_some() || single_destination.is_some() || matches.tcp_flags.is_some() {
-        args.extend([word("-m"), word(own_module.expect("flags and single ports have a module"))]);
-        for (flag, ports) in [("--sport", &single_source), ("--dport", &single_destination)] {
-            if let Some(ports) = ports {
-                if ports.negated {
-                    args.push(word("!"));
+impl<'a> Index<'a> {
+    fn new(ruleset: &'a Ruleset, family: Family) -> Index<'a> {
+        let mut index = Index { slots: HashMap::new(), rules: Vec::new(), nat: false };
+        // Neighbouring rules mostly share a chain: remember the last slot.
+        let mut last: Option<(Table, &ChainRef, usize)> = None;
+        for rule in ruleset.rules.iter().filter(|rule| rule.family == family) {
+            let slot = match last {
+                Some((table, chain, slot)) if table == rule.table && chain == &rule.chain => slot,
+                _ => {
+                    let next = index.rules.len();
+                    let slot = *index.slots.entry((rule.table, &rule.chain)).or_insert(next);
+                    if slot == next {
+                        index.rules.push(Vec::new());
+                    }
+                    last = Some((rule.table, &rule.chain, slot));
+                    slot
                 }
-                args.extend([word(flag), word(port_text(&ports.value[0]))]);
-            }
+            };
+            index.rules[slot].push(rule);
+            index.nat |= rule.table == Table::Nat;
         }
-        if let Some(flags) = &matches.tcp_flags {
-            if flags.negated {
-                args.push(word("!"));
-            }
-            args.extend([
-                word("--tcp-flags"),
-                word(TcpFlags::names(flags.value.mask)),
-                word(TcpFlags::names(flags.value.set)),
-            ]);
+        index
+    }
+
+    fn tables(&self) -> Vec<Table> {
+        if self.nat {
+            vec![Table::Filter, Table::Nat]
+        } else {
+            vec![Table::Filter]
         }
     }
-    for (flag, ports, done) in [
-        ("--sports", &matches.source_ports, single_source.is_some()),
-        ("--dports", &matches.destination_ports, single_destination.is_some()),
-    ] {
-        let Some(ports) = ports.as_ref().filter(|_| !done) else { continue };
-        args.extend([word("-m"), word("multiport")]);
-        if ports.negated {
-            args.push(word("!"));
+
+    fn rules(&self, table: Table, chain: &ChainRef) -> &[&'a Rule] {
+        self.slots.get(&(table, chain)).map_or(&[], |slot| &self.rules[*slot])
+    }
+}
+
+/// Text is handed to the writers in pieces of about this size.
+const PIECE: usize = 1 << 16;
+
+/// The three outputs of one family, buffered. `restore` and `saved` get the
+/// same rule lines; only their headers and chain lines differ.
+struct FamilyOut<'w> {
+    restore: String,
+    saved: String,
+    shell: String,
+    restore_writer: &'w mut dyn Write,
+    saved_writer: &'w mut dyn Write,
+    shell_writer: &'w mut dyn Write,
+}
+
+impl FamilyOut<'_> {
+    fn flush_if_full(&mut self) -> io::Result<()> {
+        if self.restore.len() >= PIECE || self.saved.len() >= PIECE || self.shell.len() >= PIECE {
+            self.flush()?;
         }
-        let list: Vec<String> = ports.value.iter().map(port_text).collect();
-        args.extend([word(flag), word(list.join(","))]);
+        Ok(())
     }
-}
 
-/// `198.51.100.5:443`, `[2001:db8::5]:443`, or the address alone.
-fn nat_address(address: &std::net::IpAddr, ports: &Option<PortRange>) -> String {
-    match (address, ports) {
-        (_, None) => address.to_string(),
-        (std::net::IpAddr::V4(v4), Some(ports)) => format!("{v4}:{}", range_with_dash(ports)),
-        (std::net::IpAddr::V6(v6), Some(ports)) => format!("[{v6}]:{}", range_with_dash(ports)),
-    }
-}
-
-fn range_with_dash(range: &PortRange) -> String {
-    if range.low == range.high {
-        range.low.to_string()
-    } else {
-        format!("{}-{}", range.low, range.high)
-    }
-}
-
-fn port_text(range: &PortRange) -> String {
-    if range.low == range.high {
-        range.low.to_string()
-    } else {
-        format!("{}:{}", range.low, range.high)
-    }
-}
-
-/// The rate as `iptables-save` prints it. iptables stores the interval
-/// between packets in units of 1/10000 s and prints the largest unit that
-/// divides it without loss, so `60/minute` comes back as `1/sec`.
-pub fn limit_rate(limit: &Limit) -> String {
-    const SCALE: u64 = 10_000;
-    const UNITS: [(&str, u64); 4] =
-        [("day", SCALE * 86_400), ("hour", SCALE * 3_600), ("min", SCALE * 60), ("sec", SCALE)];
-    let period = SCALE * u64::from(limit.unit_seconds) / u64::from(limit.count);
-    let mut chosen = 0;
-    for (index, (_, multiple)) in UNITS.iter().enumerate().skip(1) {
-        if period > *multiple || multiple / period < multiple % period {
-            break;
+    fn flush(&mut self) -> io::Result<()> {
+        for (text, writer) in [
+            (&mut self.restore, &mut self.restore_writer),
+            (&mut self.saved, &mut self.saved_writer),
+            (&mut self.shell, &mut self.shell_writer),
+        ] {
+            writer.write_all(text.as_bytes())?;
+            text.clear();
         }
-        chosen = index;
+        Ok(())
     }
-    let (name, multiple) = UNITS[chosen];
-    format!("{}/{}", multiple / period, name)
+
+    /// Text both saved forms share.
+    fn both(&mut self, text: &str) {
+        self.restore.push_str(text);
+        self.saved.push_str(text);
+    }
 }
 
-/// `rules.sh`: the same rules as a POSIX shell script of single commands.
-/// Every argument is single-quoted, so no text from a policy can run.
-pub fn shell(ruleset: &Ruleset, header: &str) -> String {
-    let mut out = String::from("#!/bin/sh\n");
+/// Writes one family: its restore file, its saved file and its part of
+/// the shell script.
+fn family(
+    ruleset: &Ruleset,
+    family: Family,
+    header: &str,
+    restore: &mut dyn Write,
+    saved: &mut dyn Write,
+    shell: &mut dyn Write,
+) -> io::Result<()> {
+    let index = Index::new(ruleset, family);
+    let mut out = FamilyOut {
+        restore: String::with_capacity(PIECE + 4096),
+        saved: String::with_capacity(PIECE + 4096),
+        shell: String::with_capacity(PIECE + 4096),
+        restore_writer: restore,
+        saved_writer: saved,
+        shell_writer: shell,
+    };
     for line in header.lines() {
-        out.push_str("# ");
-        out.push_str(line);
-        out.push('\n');
+        out.restore.push_str("# ");
+        out.restore.push_str(line);
+        out.restore.push('\n');
     }
-    out.push_str("set -eu\n");
-    for family in Family::BOTH {
-        let command = match family {
-            Family::V4 => "iptables",
-            Family::V6 => "ip6tables",
-        };
-        out.push_str(&format!("\n# {}\n", family.name()));
-        for table in tables_of(ruleset, family) {
-            shell_table(ruleset, family, table, command, &mut out);
+    let command = match family {
+        Family::V4 => "iptables",
+        Family::V6 => "ip6tables",
+    };
+    out.shell.push_str("\n# ");
+    out.shell.push_str(family.name());
+    out.shell.push('\n');
+    let user = user_chains(ruleset, family);
+    let mut value = String::new();
+    for table in index.tables() {
+        let chains: &[String] = if table == Table::Filter { &user } else { &[] };
+        let kept: Vec<&String> =
+            chains.iter().filter(|name| ruleset.chains.iter().any(|chain| &chain.name == *name && chain.keep)).collect();
+
+        // The saved forms: the table's chains and policies.
+        for (counter, text) in [(" [0:0]", &mut out.restore), ("", &mut out.saved)] {
+            text.push('*');
+            text.push_str(table.name());
+            text.push('\n');
+            for chain in table.builtin_chains() {
+                text.push(':');
+                text.push_str(chain.name());
+                text.push(' ');
+                text.push_str(policy_name(ruleset, table, chain));
+                text.push_str(counter);
+                text.push('\n');
+            }
+            for chain in chains {
+                text.push(':');
+                text.push_str(chain);
+                text.push_str(" -");
+                text.push_str(counter);
+                text.push('\n');
+            }
         }
+
+        // The shell form: everything before the rules.
+        shell_table_start(ruleset, table, command, chains, &kept, &mut out.shell);
+        // Kept chains get their initial rules only when they are created here.
+        for name in &kept {
+            let chain = ChainRef::User(name.to_string());
+            let create = command_line(command, table, &[word("-N"), word(chain.name())]);
+            out.shell.push_str(&format!("if {create} 2>/dev/null; then\n"));
+            let prefix = command_line(command, table, &[word("-A"), word(chain.name())]);
+            for rule in index.rules(table, &chain) {
+                out.shell.push_str("    ");
+                out.shell.push_str(&prefix);
+                write_args(rule, &mut Shell(&mut out.shell), &mut value);
+                out.shell.push('\n');
+                out.flush_if_full()?;
+            }
+            out.shell.push_str("fi\n");
+        }
+
+        // The rules, in chain order: each line rendered once per form.
+        for chain in chain_order(table, chains) {
+            let in_shell = !kept.iter().any(|name| name.as_str() == chain.name());
+            let prefix = command_line(command, table, &[word("-A"), word(chain.name())]);
+            for rule in index.rules(table, &chain) {
+                let start = out.restore.len();
+                out.restore.push_str("-A ");
+                out.restore.push_str(chain.name());
+                if in_shell {
+                    out.shell.push_str(&prefix);
+                    write_args(rule, &mut SavedAndShell { saved: &mut out.restore, shell: &mut out.shell }, &mut value);
+                    out.shell.push('\n');
+                } else {
+                    write_args(rule, &mut Saved(&mut out.restore), &mut value);
+                }
+                out.restore.push('\n');
+                let (restore, saved) = (&out.restore, &mut out.saved);
+                saved.push_str(&restore[start..]);
+                out.flush_if_full()?;
+            }
+        }
+        out.both("COMMIT\n");
     }
-    out
+    out.flush()
 }
 
-/// One table's commands. A `keep` chain is created when missing and never
-/// flushed: its live contents belong to another program.
-fn shell_table(ruleset: &Ruleset, family: Family, table: Table, command: &str, out: &mut String) {
+/// A table's shell commands before its rules. A `keep` chain is created
+/// when missing and never flushed: its live contents belong to another
+/// program.
+fn shell_table_start(ruleset: &Ruleset, table: Table, command: &str, chains: &[String], kept: &[&String], out: &mut String) {
     let run = |out: &mut String, args: &[Arg]| {
         out.push_str(&command_line(command, table, args));
         out.push('\n');
     };
-    let chains = if table == Table::Filter { user_chains(ruleset, family) } else { Vec::new() };
-    let kept: Vec<&String> =
-        chains.iter().filter(|name| ruleset.chains.iter().any(|chain| &chain.name == *name && chain.keep)).collect();
     for chain in table.builtin_chains() {
         run(out, &[word("-F"), word(chain.name())]);
     }
@@ -385,33 +365,11 @@ fn shell_table(ruleset: &Ruleset, family: Family, table: Table, command: &str, o
     for chain in table.builtin_chains() {
         run(out, &[word("-P"), word(chain.name()), word(policy_name(ruleset, table, chain))]);
     }
-    for chain in &chains {
+    for chain in chains {
         if kept.contains(&chain) {
             continue;
         }
         run(out, &[word("-N"), word(chain.clone())]);
-    }
-    // Kept chains get their initial rules only when they are created here.
-    for name in &kept {
-        let chain = ChainRef::User(name.to_string());
-        out.push_str(&format!("if {} 2>/dev/null; then\n", command_line(command, table, &[word("-N"), word(chain.name())])));
-        for rule in rules_of(ruleset, family, table, &chain) {
-            let mut args = vec![word("-A"), word(chain.name())];
-            args.extend(rule_args(rule));
-            out.push_str("    ");
-            run(out, &args);
-        }
-        out.push_str("fi\n");
-    }
-    for chain in chain_order(table, &chains) {
-        if kept.iter().any(|name| name.as_str() == chain.name()) {
-            continue;
-        }
-        for rule in rules_of(ruleset, family, table, &chain) {
-            let mut args = vec![word("-A"), word(chain.name())];
-            args.extend(rule_args(rule));
-            run(out, &args);
-        }
     }
 }
 
@@ -424,6 +382,384 @@ fn command_line(command: &str, table: Table, args: &[Arg]) -> String {
         }
     }
     line
+}
+
+/// Receives a rule's arguments in order; the outputs differ only in how
+/// they quote each one.
+trait ArgSink {
+    /// A fixed word: an option, a number, an address, a name fwc checked.
+    fn word(&mut self, word: &str);
+    /// Text from the policy (a comment, a log prefix).
+    fn text(&mut self, text: &str);
+}
+
+/// The arguments as values, for [`rule_args`].
+struct Collect(Vec<Arg>);
+
+impl ArgSink for Collect {
+    fn word(&mut self, word: &str) {
+        self.0.push(Arg::Word(word.to_string()));
+    }
+
+    fn text(&mut self, text: &str) {
+        self.0.push(Arg::Text(text.to_string()));
+    }
+}
+
+/// The saved form: each argument after a space, text quoted as
+/// `iptables-save` quotes it.
+struct Saved<'a>(&'a mut String);
+
+impl ArgSink for Saved<'_> {
+    fn word(&mut self, word: &str) {
+        self.0.push(' ');
+        self.0.push_str(word);
+    }
+
+    fn text(&mut self, text: &str) {
+        self.0.push(' ');
+        save_string(text, self.0);
+    }
+}
+
+/// The shell form: each argument after a space, single-quoted.
+struct Shell<'a>(&'a mut String);
+
+impl ArgSink for Shell<'_> {
+    fn word(&mut self, word: &str) {
+        self.0.push(' ');
+        shell_quote(word, self.0);
+    }
+
+    fn text(&mut self, text: &str) {
+        self.word(text);
+    }
+}
+
+/// Both forms from one walk over the rule.
+struct SavedAndShell<'a> {
+    saved: &'a mut String,
+    shell: &'a mut String,
+}
+
+impl ArgSink for SavedAndShell<'_> {
+    fn word(&mut self, word: &str) {
+        Saved(self.saved).word(word);
+        Shell(self.shell).word(word);
+    }
+
+    fn text(&mut self, text: &str) {
+        Saved(self.saved).text(text);
+        Shell(self.shell).text(text);
+    }
+}
+
+/// Quotes text the way `iptables-save` does: bare when it is only letters,
+/// digits, `_` and `-`; otherwise in double quotes with `"`, `\` and `'`
+/// escaped by a backslash.
+fn save_string(text: &str, out: &mut String) {
+    let plain = !text.is_empty()
+        && text.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    if plain {
+        out.push_str(text);
+        return;
+    }
+    out.push('"');
+    for c in text.chars() {
+        if matches!(c, '"' | '\\' | '\'') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// The arguments after `-A CHAIN`, in `iptables-save`'s order.
+pub fn rule_args(rule: &Rule) -> Vec<Arg> {
+    let mut args = Collect(Vec::new());
+    write_args(rule, &mut args, &mut String::new());
+    args.0
+}
+
+/// `value` holds the text of one argument at a time while it is formatted.
+fn write_args(rule: &Rule, args: &mut impl ArgSink, value: &mut String) {
+    let matches = &rule.matches;
+    if let Some(source) = &matches.source {
+        negatable(args, source.negated, "-s", net_text(&source.value, value));
+    }
+    if let Some(destination) = &matches.destination {
+        negatable(args, destination.negated, "-d", net_text(&destination.value, value));
+    }
+    if let Some(interface) = &matches.in_interface {
+        negatable(args, interface.negated, "-i", &interface.value);
+    }
+    if let Some(interface) = &matches.out_interface {
+        negatable(args, interface.negated, "-o", &interface.value);
+    }
+    // IPv6 treats AH as an extension header that `-p` skips over; its own
+    // match module finds it.
+    let ipv6_ah = rule.family == Family::V6 && matches.protocol == Some(Protocol::AH);
+    if ipv6_ah {
+        args.word("-m");
+        args.word("ah");
+    }
+    if let Some(protocol) = matches.protocol.filter(|_| !ipv6_ah) {
+        args.word("-p");
+        match tables::protocol_name(protocol.0) {
+            Some(name) => args.word(name),
+            None => args.word(number_text(protocol.0.into(), value)),
+        }
+        port_args(protocol, matches, args, value);
+        if let Some(icmp_type) = matches.icmp_type {
+            value.clear();
+            push_number(value, icmp_type.value.kind.into());
+            if let Some(code) = icmp_type.value.code {
+                value.push('/');
+                push_number(value, code.into());
+            }
+            let (module, flag) =
+                if protocol == Protocol::ICMP { ("icmp", "--icmp-type") } else { ("icmp6", "--icmpv6-type") };
+            args.word("-m");
+            args.word(module);
+            negatable(args, icmp_type.negated, flag, value);
+        }
+    }
+    if let Some(mac) = &matches.mac_source {
+        args.word("-m");
+        args.word("mac");
+        negatable(args, mac.negated, "--mac-source", &mac.value);
+    }
+    if let Some(states) = &matches.states {
+        args.word("-m");
+        args.word("conntrack");
+        value.clear();
+        for (position, name) in states.value.names().into_iter().enumerate() {
+            if position > 0 {
+                value.push(',');
+            }
+            value.push_str(name);
+        }
+        negatable(args, states.negated, "--ctstate", value);
+    }
+    if let Some(limit) = &matches.limit {
+        args.word("-m");
+        args.word("limit");
+        args.word("--limit");
+        args.word(&limit_rate(limit));
+        if limit.burst != 5 {
+            args.word("--limit-burst");
+            args.word(number_text(limit.burst, value));
+        }
+    }
+    if let Some(comment) = &matches.comment {
+        args.word("-m");
+        args.word("comment");
+        args.word("--comment");
+        args.text(comment);
+    }
+    args.word("-j");
+    match &rule.target {
+        Target::Accept => args.word("ACCEPT"),
+        Target::Drop => args.word("DROP"),
+        Target::Return => args.word("RETURN"),
+        Target::Jump(chain) => args.word(chain),
+        Target::Reject(with) => {
+            let kind = with.spelling(rule.family).expect("lowering checked the family has this answer");
+            args.word("REJECT");
+            args.word("--reject-with");
+            args.word(kind);
+        }
+        Target::Masquerade { ports } => {
+            args.word("MASQUERADE");
+            if let Some(ports) = ports {
+                args.word("--to-ports");
+                args.word(&range_with_dash(ports));
+            }
+        }
+        Target::Redirect { ports } => {
+            args.word("REDIRECT");
+            if let Some(ports) = ports {
+                args.word("--to-ports");
+                args.word(&range_with_dash(ports));
+            }
+        }
+        Target::Snat { address, ports } => {
+            args.word("SNAT");
+            args.word("--to-source");
+            args.word(&nat_address(address, ports));
+        }
+        Target::Dnat { address, ports } => {
+            args.word("DNAT");
+            args.word("--to-destination");
+            args.word(&nat_address(address, ports));
+        }
+        Target::Log { prefix } => {
+            args.word("LOG");
+            if let Some(prefix) = prefix {
+                args.word("--log-prefix");
+                args.text(prefix);
+            }
+        }
+    }
+}
+
+fn negatable(args: &mut impl ArgSink, negated: bool, flag: &str, value: &str) {
+    if negated {
+        args.word("!");
+    }
+    args.word(flag);
+    args.word(value);
+}
+
+/// Ports: one port or range per side goes in the protocol's own match
+/// (`-m tcp --sport A --dport B`), longer lists in `-m multiport`.
+fn port_args(protocol: Protocol, matches: &Matches, args: &mut impl ArgSink, value: &mut String) {
+    fn single(ports: &Option<Match<Vec<PortRange>>>) -> Option<&Match<Vec<PortRange>>> {
+        ports.as_ref().filter(|ports| ports.value.len() == 1)
+    }
+    // udplite has no match module of its own; multiport covers it.
+    let own_module = match protocol {
+        Protocol::TCP => Some("tcp"),
+        Protocol::UDP => Some("udp"),
+        Protocol::SCTP => Some("sctp"),
+        _ => None,
+    };
+    let (single_source, single_destination) = match own_module {
+        Some(_) => (single(&matches.source_ports), single(&matches.destination_ports)),
+        None => (None, None),
+    };
+    if single_source.is_some() || single_destination.is_some() || matches.tcp_flags.is_some() {
+        args.word("-m");
+        args.word(own_module.expect("flags and single ports have a module"));
+        for (flag, ports) in [("--sport", single_source), ("--dport", single_destination)] {
+            if let Some(ports) = ports {
+                if ports.negated {
+                    args.word("!");
+                }
+                args.word(flag);
+                value.clear();
+                push_port(value, &ports.value[0]);
+                args.word(value);
+            }
+        }
+        if let Some(flags) = &matches.tcp_flags {
+            if flags.negated {
+                args.word("!");
+            }
+            args.word("--tcp-flags");
+            args.word(&TcpFlags::names(flags.value.mask));
+            args.word(&TcpFlags::names(flags.value.set));
+        }
+    }
+    for (flag, ports, done) in [
+        ("--sports", &matches.source_ports, single_source.is_some()),
+        ("--dports", &matches.destination_ports, single_destination.is_some()),
+    ] {
+        let Some(ports) = ports.as_ref().filter(|_| !done) else { continue };
+        args.word("-m");
+        args.word("multiport");
+        if ports.negated {
+            args.word("!");
+        }
+        value.clear();
+        for (position, range) in ports.value.iter().enumerate() {
+            if position > 0 {
+                value.push(',');
+            }
+            push_port(value, range);
+        }
+        args.word(flag);
+        args.word(value);
+    }
+}
+
+/// `net` as `iptables-save` prints it (`/32` and `/128` spelled out), in `value`.
+fn net_text<'v>(net: &ipnet::IpNet, value: &'v mut String) -> &'v str {
+    value.clear();
+    match net {
+        ipnet::IpNet::V4(net) => {
+            for (position, octet) in net.addr().octets().into_iter().enumerate() {
+                if position > 0 {
+                    value.push('.');
+                }
+                push_number(value, octet.into());
+            }
+        }
+        ipnet::IpNet::V6(net) => {
+            use std::fmt::Write as _;
+            write!(value, "{}", net.addr()).expect("writing to a String");
+        }
+    }
+    value.push('/');
+    push_number(value, net.prefix_len().into());
+    value
+}
+
+fn number_text(number: u32, value: &mut String) -> &str {
+    value.clear();
+    push_number(value, number);
+    value
+}
+
+/// Decimal digits, as `Display` writes them.
+fn push_number(out: &mut String, number: u32) {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    let mut rest = number;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[start..]).expect("ASCII digits"));
+}
+
+/// `443` or `1024:2000`, as `--dport` and `--dports` take them.
+fn push_port(out: &mut String, range: &PortRange) {
+    push_number(out, range.low.into());
+    if range.low != range.high {
+        out.push(':');
+        push_number(out, range.high.into());
+    }
+}
+
+/// `198.51.100.5:443`, `[2001:db8::5]:443`, or the address alone.
+fn nat_address(address: &std::net::IpAddr, ports: &Option<PortRange>) -> String {
+    match (address, ports) {
+        (_, None) => address.to_string(),
+        (std::net::IpAddr::V4(v4), Some(ports)) => format!("{v4}:{}", range_with_dash(ports)),
+        (std::net::IpAddr::V6(v6), Some(ports)) => format!("[{v6}]:{}", range_with_dash(ports)),
+    }
+}
+
+fn range_with_dash(range: &PortRange) -> String {
+    if range.low == range.high {
+        range.low.to_string()
+    } else {
+        format!("{}-{}", range.low, range.high)
+    }
+}
+
+/// The rate as `iptables-save` prints it. iptables stores the interval
+/// between packets in units of 1/10000 s and prints the largest unit that
+/// divides it without loss, so `60/minute` comes back as `1/sec`.
+pub fn limit_rate(limit: &Limit) -> String {
+    const SCALE: u64 = 10_000;
+    const UNITS: [(&str, u64); 4] =
+        [("day", SCALE * 86_400), ("hour", SCALE * 3_600), ("min", SCALE * 60), ("sec", SCALE)];
+    let period = SCALE * u64::from(limit.unit_seconds) / u64::from(limit.count);
+    let mut chosen = 0;
+    for (index, (_, multiple)) in UNITS.iter().enumerate().skip(1) {
+        if period > *multiple || multiple / period < multiple % period {
+            break;
+        }
+        chosen = index;
+    }
+    let (name, multiple) = UNITS[chosen];
+    format!("{}/{}", multiple / period, name)
 }
 
 /// A `keep chain` pattern as a shell `case` pattern: `*` and `?` stay
@@ -464,6 +800,10 @@ fn shell_quote(text: &str, out: &mut String) {
         return;
     }
     out.push('\'');
-    out.push_str(&text.replace('\'', r"'\''"));
+    if text.contains('\'') {
+        out.push_str(&text.replace('\'', r"'\''"));
+    } else {
+        out.push_str(text);
+    }
     out.push('\'');
 }

@@ -89,6 +89,16 @@ impl<'a> Program<'a> {
     }
 
     pub fn evaluate(&self, packet: &Packet) -> Evaluation {
+        self.run(packet, &mut |_| {})
+    }
+
+    /// Like `evaluate`, also calling `matched` with each rule the packet
+    /// reaches and matches on its way, in order (LOG, jumps and returns too).
+    pub fn trace(&self, packet: &Packet, matched: &mut dyn FnMut(usize)) -> Evaluation {
+        self.run(packet, matched)
+    }
+
+    fn run(&self, packet: &Packet, matched: &mut dyn FnMut(usize)) -> Evaluation {
         let builtin = match packet.direction {
             Direction::In => ChainRef::Input,
             Direction::Out => ChainRef::Output,
@@ -114,6 +124,7 @@ impl<'a> Program<'a> {
                 if !matches(&rule.matches, packet) {
                     continue;
                 }
+                matched(index);
                 match &rule.target {
                     Target::Accept | Target::Drop | Target::Reject(_) => {
                         evaluation.decision = match rule.target {

@@ -68,6 +68,8 @@ pub struct Imported {
     /// of `reject` rules out (RELATED, in OUTPUT).
     pub answers: usize,
     pub unsupported: Vec<Unsupported>,
+    /// User chains fwc names differently: (iptables name, fwc name).
+    pub renamed: Vec<(String, String)>,
     /// Things the reader should know: policies that differ by family,
     /// renamed chains, a compile error.
     pub notes: Vec<String>,
@@ -77,6 +79,8 @@ pub struct Imported {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unsupported {
     pub families: Vec<Family>,
+    /// The table it is in: `filter`, `nat`, …
+    pub table: String,
     /// The `-A` line as the dump has it.
     pub rule: String,
     pub reason: String,
@@ -724,6 +728,7 @@ impl<'a> Importer<'a> {
                             for original in item.originals.iter().filter(|original| original.family == family) {
                                 unsupported.push(Unsupported {
                                     families: vec![family],
+                                    table: section.table.clone(),
                                     rule: original.rule.text.clone(),
                                     reason: reason.clone(),
                                 });
@@ -751,7 +756,10 @@ impl<'a> Importer<'a> {
             }
             (identical, answers)
         };
-        Imported { policy, total, translated, identical, answers, unsupported, notes: self.notes }
+        let mut renamed: Vec<(String, String)> =
+            self.chain_names.iter().filter(|(old, new)| old != new).map(|(old, new)| (old.clone(), new.clone())).collect();
+        renamed.sort();
+        Imported { policy, total, translated, identical, answers, unsupported, renamed, notes: self.notes }
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Lowered {
     pub rule_ignores: Vec<(Span, Vec<String>)>,
     /// Every variable, for `expect` lines and queries that use them.
     pub variables: values::Variables,
+    /// The `policy in …` and `policy out …` lines in force.
+    pub policy_spans: (Option<Span>, Option<Span>),
 }
 
 impl Default for Ruleset {
@@ -71,5 +73,6 @@ pub fn lower(
         ignores: resolved.ignores,
         rule_ignores: resolved.rule_ignores,
         variables: resolved.variables,
+        policy_spans: resolved.policy_spans,
     })
 }

@@ -104,6 +104,8 @@ pub struct Resolved {
     /// `ignore CODE` on rules: the rule's span and the codes it silences.
     pub rule_ignores: Vec<(Span, Vec<String>)>,
     pub variables: Variables,
+    /// The `policy in …` and `policy out …` lines that won.
+    pub policy_spans: (Option<Span>, Option<Span>),
 }
 
 struct ServiceDefinition {
@@ -201,7 +203,13 @@ pub fn resolve(
             }
         }
     }
-    resolved.policies = resolver.policies(policies);
+    resolved.policies = resolver.policies(&policies);
+    let chosen = |direction: Direction| {
+        policies.get(&direction).and_then(|lines| {
+            lines.iter().find(|line| !line.2).or(lines.last()).map(|line| line.1)
+        })
+    };
+    resolved.policy_spans = (chosen(Direction::In), chosen(Direction::Out));
     resolved.rule_ignores = resolver.rule_ignores;
     resolved.variables = resolver.variables;
     resolved
@@ -327,7 +335,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn policies(&mut self, declared: HashMap<Direction, Vec<(bool, Span, bool)>>) -> Policies {
+    fn policies(&mut self, declared: &HashMap<Direction, Vec<(bool, Span, bool)>>) -> Policies {
         let mut policies = Policies::default();
         for direction in [Direction::In, Direction::Out, Direction::Forward] {
             let Some(lines) = declared.get(&direction) else { continue };

@@ -4,5 +4,8 @@
 //! - `kernel`: loads compiled rules into network namespaces and sends real
 //!   packets (needs root, iptables and iproute2; .ci/run provides them).
 
+mod analysis;
 mod cases;
+mod import;
 mod kernel;
+mod robustness;

@@ -1,0 +1,132 @@
+//! Checks about the host as a whole, answered with the evaluator: can an
+//! administrator still get in, can IPv6 neighbours still find the host, do
+//! replies get back, is every chain used.
+
+use crate::diagnostics::{Code, Diagnostic};
+use crate::eval::space::{self, Constraint};
+use crate::eval::{Decision, Program};
+use crate::ir::*;
+use crate::source::Span;
+use crate::syntax::ast::{ConnectionState, Direction};
+
+/// Spans a few host checks point at, from lowering.
+#[derive(Clone, Debug, Default)]
+pub struct HostContext {
+    /// `policy in drop` lines by family-independent direction.
+    pub input_policy: Option<Span>,
+    pub output_policy: Option<Span>,
+    /// `let ssh_port = …`: the management port, and where it is defined.
+    pub ssh_port: Option<(u16, Span)>,
+}
+
+/// Whether any packet the constraint covers is allowed.
+fn any_allowed(program: &Program, direction: Direction, constraint: &Constraint) -> bool {
+    let mut allowed = false;
+    let _ = space::for_each_packet(program.ruleset, direction, constraint, |packet| {
+        allowed = program.evaluate(packet).decision == Decision::Accept;
+        !allowed
+    });
+    allowed
+}
+
+pub fn host_checks(ruleset: &Ruleset, context: &HostContext) -> Vec<Diagnostic> {
+    let program = Program::new(ruleset);
+    let mut diagnostics = Vec::new();
+
+    // lockout: under `policy in drop`, a new SSH connection must get in
+    // from somewhere, over some family.
+    if ruleset.policies.input == Verdict::Drop {
+        let port = context.ssh_port.map_or(22, |(port, _)| port);
+        let constraint = Constraint {
+            protocol: Some(Protocol::TCP.0),
+            destination_ports: Some(vec![PortRange { low: port, high: port }]),
+            state: Some(ConnectionState::New),
+            ..Constraint::default()
+        };
+        if !any_allowed(&program, Direction::In, &constraint) {
+            let span = context.input_policy.or(context.ssh_port.map(|(_, span)| span));
+            let mut diagnostic = Diagnostic::new(
+                Code::Lockout,
+                format!("no rule lets a new SSH connection in (tcp {port}): applied over SSH, this policy cuts you off"),
+            );
+            if let Some(span) = span {
+                diagnostic = diagnostic.primary(span, "everything else is dropped");
+            }
+            if let Some((_, span)) = context.ssh_port {
+                diagnostic = diagnostic.secondary(span, "the management port");
+            }
+            diagnostics.push(diagnostic.note(format!(
+                "allow it, e.g. `allow in tcp {port} from $admins stateful` or `use ssh-in`; on a host without sshd, `ignore lockout \"reason\"`"
+            )));
+        }
+    }
+
+    // IPv6 neighbour discovery under drop policies: without it the host
+    // cannot resolve its neighbours' addresses and falls off the network.
+    {
+        for (direction, policy, span) in [
+            (Direction::In, ruleset.policies.input, context.input_policy),
+            (Direction::Out, ruleset.policies.output, context.output_policy),
+        ] {
+            if policy != Verdict::Drop {
+                continue;
+            }
+            let missing: Vec<&str> = [(135u8, "nd-neighbor-solicit"), (136, "nd-neighbor-advert")]
+                .into_iter()
+                .filter(|(kind, _)| {
+                    let constraint = Constraint {
+                        families: Some(vec![Family::V6]),
+                        protocol: Some(Protocol::ICMPV6.0),
+                        icmp_type: Some(*kind),
+                        state: Some(ConnectionState::Untracked),
+                        ..Constraint::default()
+                    };
+                    let with_state = |state| Constraint { state: Some(state), ..constraint.clone() };
+                    // Neighbour discovery is not connection-tracked, but
+                    // accept a policy that lets it in as new as well.
+                    !any_allowed(&program, direction, &constraint)
+                        && !any_allowed(&program, direction, &with_state(ConnectionState::New))
+                })
+                .map(|(_, name)| name)
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let mut diagnostic = Diagnostic::new(
+                Code::NoNeighbourDiscovery,
+                format!(
+                    "IPv6 neighbour discovery cannot get {} ({} dropped): the host falls off an IPv6 network",
+                    if direction == Direction::In { "in" } else { "out" },
+                    missing.join(", ")
+                ),
+            );
+            if let Some(span) = span {
+                diagnostic = diagnostic.primary(span, "this drops it");
+            }
+            diagnostics.push(diagnostic.note("`use icmpv6` (part of baseline) allows what an IPv6 host needs"));
+        }
+    }
+
+    // unused chains, and chains jumped to that hold nothing.
+    for chain in &ruleset.chains {
+        if chain.name.ends_with(".reply") {
+            continue;
+        }
+        let jumped = ruleset.rules.iter().any(|rule| rule.target == Target::Jump(chain.name.clone()));
+        let empty = !ruleset.rules.iter().any(|rule| rule.chain == ChainRef::User(chain.name.clone()));
+        if !jumped {
+            diagnostics.push(
+                Diagnostic::new(Code::UnusedChain, format!("chain `{}` is never jumped to", chain.name))
+                    .primary(chain.span, "defined here")
+                    .note(format!("jump to it (`jump in … to {}`) or remove it", chain.name)),
+            );
+        } else if empty && !chain.keep {
+            diagnostics.push(
+                Diagnostic::new(Code::UnusedChain, format!("chain `{}` is jumped to but holds no rules", chain.name))
+                    .primary(chain.span, "empty")
+                    .note("packets only pass through it; add its rules, or `keep` if another program fills it"),
+            );
+        }
+    }
+    diagnostics
+}

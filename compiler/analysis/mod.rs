@@ -1,0 +1,397 @@
+//! Static analysis of the compiled rules: exact, over the real evaluation
+//! order (chains, jumps, returns, policies, stdlib rules included).
+//!
+//! - shadowed-rule: no packet reaches the rule (earlier rules decide all of
+//!   them);
+//! - redundant-rule: removing the rule alone changes no packet's verdict.
+//!   When only shadowed rules would take over, the finding is the shadowed
+//!   rule, and the redundancy is not reported.
+//!
+//! Both work on boxes (`boxes.rs`) over a flattened chain (`flatten.rs`):
+//! a rule's *reach* is its effective match minus everything decided before
+//! it. See docs/ARCHITECTURE.md for the algorithm and its cost.
+
+pub mod boxes;
+pub mod flatten;
+mod host;
+
+use crate::diagnostics::{Code, Diagnostic};
+use crate::ir::*;
+use crate::source::{Origin, Sources, Span};
+use boxes::{Encoder, PacketBox, Union, DESTINATION_PORT, PROTOCOL};
+use std::collections::{BTreeMap, HashMap};
+
+pub use host::{host_checks, HostContext};
+
+/// What the analysis found about one IR rule.
+#[derive(Clone, Debug, Default)]
+pub struct RuleFacts {
+    /// Reached by some packet in at least one place it appears.
+    pub reachable: bool,
+    /// Appears in some flattened chain.
+    pub seen: bool,
+    /// Removing it changes no verdict, wherever it appears.
+    pub redundant: bool,
+    /// Earlier rules that decide packets this rule matches.
+    pub covered_by: Vec<usize>,
+    /// For a redundant rule: later rules (or none: the policy) that decide
+    /// its packets the same way.
+    pub same_as: Vec<usize>,
+}
+
+/// Facts for every IR rule of the filter table (index-aligned).
+pub fn rule_facts(ruleset: &Ruleset) -> Vec<RuleFacts> {
+    let mut facts = vec![RuleFacts { redundant: true, ..RuleFacts::default() }; ruleset.rules.len()];
+    for (family, indices) in boxes::by_family(ruleset) {
+        let filter: Vec<&Rule> =
+            indices.iter().map(|index| &ruleset.rules[*index]).filter(|rule| rule.table == Table::Filter).collect();
+        let encoder = Encoder::new(family, &filter);
+        let boxes: HashMap<usize, PacketBox> = indices
+            .iter()
+            .filter(|index| ruleset.rules[**index].table == Table::Filter)
+            .map(|index| (*index, encoder.encode(&ruleset.rules[*index].matches)))
+            .collect();
+        // Pass 1: who is reached, anywhere. Pass 2: redundancy.
+        let mut chains = Vec::new();
+        for builtin in [ChainRef::Input, ChainRef::Forward, ChainRef::Output] {
+            let flat = flatten::flatten(ruleset, &encoder, family, &builtin, &boxes);
+            let reaches = reach_chain(ruleset, &encoder, &flat, &mut facts);
+            chains.push((builtin, flat, reaches));
+        }
+        for (builtin, flat, reaches) in chains {
+            let policy = match ruleset.policies.of(&builtin).expect("built-in") {
+                Verdict::Accept => Target::Accept,
+                Verdict::Drop => Target::Drop,
+            };
+            redundancy(ruleset, &encoder, &flat, reaches, &policy, &mut facts);
+        }
+    }
+    for fact in &mut facts {
+        if !fact.seen || !fact.reachable {
+            fact.redundant = false;
+        }
+    }
+    facts
+}
+
+fn decides(rule: &Rule) -> bool {
+    matches!(rule.target, Target::Accept | Target::Drop | Target::Reject(_))
+}
+
+/// Boxes decided so far, indexed by protocol and destination port so that a
+/// rule is compared only with boxes it can overlap.
+#[derive(Default)]
+struct Decided {
+    boxes: Vec<(PacketBox, usize)>,
+    any_protocol: Vec<usize>,
+    by_port: HashMap<(u128, u128), Vec<usize>>,
+    wide: HashMap<u128, Vec<usize>>,
+}
+
+impl Decided {
+    fn add(&mut self, packet_box: PacketBox, rule: usize) {
+        let position = self.boxes.len();
+        match single(&packet_box, PROTOCOL) {
+            None => self.any_protocol.push(position),
+            Some(protocol) => match single(&packet_box, DESTINATION_PORT) {
+                Some(port) => self.by_port.entry((protocol, port)).or_default().push(position),
+                None => self.wide.entry(protocol).or_default().push(position),
+            },
+        }
+        self.boxes.push((packet_box, rule));
+    }
+
+    /// Positions of boxes that may overlap `packet_box`, in insertion order.
+    fn candidates(&self, packet_box: &PacketBox) -> Vec<usize> {
+        let mut out: Vec<usize> = self.any_protocol.clone();
+        match single(packet_box, PROTOCOL) {
+            None => {
+                out.extend(self.wide.values().flatten());
+                out.extend(self.by_port.values().flatten());
+            }
+            Some(protocol) => {
+                out.extend(self.wide.get(&protocol).into_iter().flatten());
+                let ports = &packet_box.0[DESTINATION_PORT];
+                let count: u128 = ports.0.iter().map(|(low, high)| high - low + 1).sum();
+                if count <= 64 {
+                    for (low, high) in &ports.0 {
+                        for port in *low..=*high {
+                            out.extend(self.by_port.get(&(protocol, port)).into_iter().flatten());
+                        }
+                    }
+                } else {
+                    for ((candidate, _), positions) in &self.by_port {
+                        if *candidate == protocol {
+                            out.extend(positions);
+                        }
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+fn single(packet_box: &PacketBox, field: usize) -> Option<u128> {
+    match packet_box.0[field].0.as_slice() {
+        [(low, high)] if low == high => Some(*low),
+        _ => None,
+    }
+}
+
+/// The reach of every rule of one flattened chain; returns, for deciding
+/// rules, (position, reach) where the reach is not empty.
+fn reach_chain(ruleset: &Ruleset, encoder: &Encoder, flat: &[flatten::Flat], facts: &mut [RuleFacts]) -> Vec<(usize, Union)> {
+    let mut decided = Decided::default();
+    // (position in flat, reach) of deciding rules, for the redundancy pass.
+    let mut reaches: Vec<(usize, Union)> = Vec::new();
+    for (position, item) in flat.iter().enumerate() {
+        let rule = &ruleset.rules[item.rule];
+        let mut reach: Union = Vec::new();
+        let mut covered_by = Vec::new();
+        for part in &item.effective {
+            let mut pieces = vec![part.clone()];
+            for candidate in decided.candidates(part) {
+                let (decided_box, decided_rule) = &decided.boxes[candidate];
+                if part.intersect(decided_box).is_none() {
+                    continue;
+                }
+                if !covered_by.contains(decided_rule) {
+                    covered_by.push(*decided_rule);
+                }
+                pieces = boxes::subtract(&pieces, decided_box, &encoder.maxima);
+                if pieces.is_empty() {
+                    break;
+                }
+            }
+            reach.extend(pieces);
+        }
+        let fact = &mut facts[item.rule];
+        fact.seen = true;
+        if !reach.is_empty() {
+            fact.reachable = true;
+        }
+        if fact.covered_by.is_empty() {
+            fact.covered_by = covered_by;
+        }
+        if decides(rule) {
+            if !reach.is_empty() {
+                reaches.push((position, reach));
+            }
+            if rule.matches.limit.is_none() {
+                for part in &item.effective {
+                    decided.add(part.clone(), item.rule);
+                }
+            }
+        }
+    }
+    reaches
+}
+
+/// A deciding rule is redundant in a chain if every packet it decides would
+/// be decided the same way by the rules after it, or by the policy.
+fn redundancy(
+    ruleset: &Ruleset,
+    encoder: &Encoder,
+    flat: &[flatten::Flat],
+    reaches: Vec<(usize, Union)>,
+    policy: &Target,
+    facts: &mut [RuleFacts],
+) {
+    for (position, reach) in reaches {
+        let index = flat[position].rule;
+        let target = &ruleset.rules[index].target;
+        let limited = ruleset.rules[index].matches.limit.is_some();
+        let mut rest = reach;
+        let mut same_as = Vec::new();
+        let mut redundant = !limited;
+        for later in &flat[position + 1..] {
+            if rest.is_empty() || !redundant {
+                break;
+            }
+            let rule = &ruleset.rules[later.rule];
+            // Removing the rule removes every place it appears (a chain
+            // jumped to twice holds it twice).
+            if later.rule == index || !decides(rule) {
+                continue;
+            }
+            for part in &later.effective {
+                let overlaps = rest.iter().any(|piece| piece.intersect(part).is_some());
+                if !overlaps {
+                    continue;
+                }
+                if rule.target != *target {
+                    redundant = false;
+                    break;
+                }
+                if rule.matches.limit.is_none() {
+                    if !same_as.contains(&later.rule) {
+                        same_as.push(later.rule);
+                    }
+                    rest = boxes::subtract(&rest, part, &encoder.maxima);
+                }
+            }
+        }
+        if redundant && !rest.is_empty() && policy != target {
+            redundant = false;
+        }
+        let fact = &mut facts[index];
+        fact.redundant &= redundant;
+        if redundant && fact.same_as.is_empty() {
+            fact.same_as = same_as;
+        }
+    }
+}
+
+/// A source rule: the IR rules one written rule became.
+struct SourceRule {
+    span: Span,
+    via: Vec<Span>,
+    ignored: Vec<String>,
+    rules: Vec<usize>,
+}
+
+/// Shadowed and redundant rules, as diagnostics at the rules as written.
+pub fn order_checks(ruleset: &Ruleset, sources: &Sources) -> Vec<Diagnostic> {
+    let facts = rule_facts(ruleset);
+    let mut by_source: BTreeMap<(Span, Vec<Span>), SourceRule> = BTreeMap::new();
+    for (index, rule) in ruleset.rules.iter().enumerate() {
+        // Derived rules (replies, LOG halves, reject answers) never warn.
+        if rule.origin.derived.is_some() || rule.table != Table::Filter || !decides(rule) && !matches!(rule.target, Target::Jump(_)) {
+            continue;
+        }
+        let entry = by_source.entry((rule.origin.span, rule.origin.via.clone())).or_insert_with(|| SourceRule {
+            span: rule.origin.span,
+            via: rule.origin.via.clone(),
+            ignored: rule.origin.ignored.clone(),
+            rules: Vec::new(),
+        });
+        entry.rules.push(index);
+    }
+    let mut diagnostics = Vec::new();
+    for source in by_source.values() {
+        let seen: Vec<usize> = source.rules.iter().copied().filter(|index| facts[*index].seen).collect();
+        if seen.is_empty() {
+            continue;
+        }
+        let shadowed = seen.iter().all(|index| !facts[*index].reachable);
+        if shadowed {
+            let covering: Vec<usize> = dedup_sources(ruleset, seen.iter().flat_map(|index| facts[*index].covered_by.clone()));
+            diagnostics.push(shadowed_diagnostic(ruleset, sources, source, &covering));
+            continue;
+        }
+        let deciding: Vec<usize> = seen.iter().copied().filter(|index| decides(&ruleset.rules[*index])).collect();
+        // A rule that logs does something even when its verdict is redundant.
+        let logs = ruleset.rules.iter().any(|rule| {
+            rule.origin.span == source.span && matches!(rule.target, Target::Log { .. })
+        });
+        if !logs && !deciding.is_empty() && deciding.iter().all(|index| facts[*index].redundant) {
+            let same: Vec<usize> = dedup_sources(ruleset, deciding.iter().flat_map(|index| facts[*index].same_as.clone()));
+            // Two copies of a rule: the second is the shadowed finding; do not
+            // also call the first redundant because of it.
+            if !same.is_empty() && same.iter().all(|index| !facts[*index].reachable) {
+                continue;
+            }
+            diagnostics.push(redundant_diagnostic(ruleset, sources, source, &same));
+        }
+    }
+    diagnostics.retain(|diagnostic| {
+        let source = by_source.values().find(|source| diagnostic.labels.iter().any(|label| label.span == source.span));
+        !source.is_some_and(|source| source.ignored.iter().any(|code| code == diagnostic.code.name()))
+    });
+    diagnostics
+}
+
+/// One IR rule per source rule, in order, derived rules left out.
+fn dedup_sources(ruleset: &Ruleset, rules: impl Iterator<Item = usize>) -> Vec<usize> {
+    let mut seen_spans = Vec::new();
+    let mut out = Vec::new();
+    for index in rules {
+        let origin = &ruleset.rules[index].origin;
+        if !seen_spans.contains(&origin.span) {
+            seen_spans.push(origin.span);
+            out.push(index);
+        }
+    }
+    out
+}
+
+fn in_stdlib(sources: &Sources, span: Span) -> bool {
+    matches!(sources.get(span.file).origin, Origin::Stdlib(_))
+}
+
+/// Where to report a rule: itself, or for a stdlib rule the user's line
+/// that brought it in.
+fn report_span(sources: &Sources, span: Span, via: &[Span]) -> (Span, Option<Span>) {
+    if in_stdlib(sources, span) {
+        if let Some(user) = via.iter().find(|via| !in_stdlib(sources, **via)) {
+            return (*user, Some(span));
+        }
+    }
+    (span, None)
+}
+
+fn verdict_word(target: &Target) -> &'static str {
+    match target {
+        Target::Accept => "allows",
+        Target::Drop => "denies",
+        Target::Reject(_) => "rejects",
+        _ => "decides",
+    }
+}
+
+fn shadowed_diagnostic(ruleset: &Ruleset, sources: &Sources, source: &SourceRule, covering: &[usize]) -> Diagnostic {
+    let first = &ruleset.rules[source.rules[0]];
+    let (primary, stdlib_rule) = report_span(sources, source.span, &source.via);
+    let different = covering.iter().any(|index| ruleset.rules[*index].target != first.target);
+    let message = if different {
+        "this rule is never reached: earlier rules decide all its packets, differently"
+    } else {
+        "this rule is never reached: earlier rules already decide all its packets"
+    };
+    let mut diagnostic = Diagnostic::new(Code::ShadowedRule, message).primary(
+        primary,
+        if stdlib_rule.is_some() { "a rule this brings in is never reached" } else { "never reached" },
+    );
+    if let Some(stdlib_rule) = stdlib_rule {
+        diagnostic = diagnostic.secondary(stdlib_rule, "this rule");
+    }
+    for index in covering.iter().take(4) {
+        let rule = &ruleset.rules[*index];
+        let (span, _) = report_span(sources, rule.origin.span, &rule.origin.via);
+        let word = verdict_word(&rule.target);
+        let label = if rule.target != first.target {
+            format!("wins: {word} these packets first")
+        } else {
+            format!("already {word} them")
+        };
+        diagnostic = diagnostic.secondary(span, label);
+    }
+    diagnostic.note(if different {
+        "the first matching rule decides: if this rule is the exception, move it above the rules that win"
+    } else {
+        "remove it, or move it above the rules that already decide its packets if it should count"
+    })
+}
+
+fn redundant_diagnostic(ruleset: &Ruleset, sources: &Sources, source: &SourceRule, same: &[usize]) -> Diagnostic {
+    let (primary, stdlib_rule) = report_span(sources, source.span, &source.via);
+    let first = &ruleset.rules[source.rules[0]];
+    let mut diagnostic = Diagnostic::new(Code::RedundantRule, "removing this rule would change no packet's verdict")
+        .primary(primary, if stdlib_rule.is_some() { "a rule this brings in changes nothing" } else { "changes nothing" });
+    if let Some(stdlib_rule) = stdlib_rule {
+        diagnostic = diagnostic.secondary(stdlib_rule, "this rule");
+    }
+    for index in same.iter().take(4) {
+        let rule = &ruleset.rules[*index];
+        let (span, _) = report_span(sources, rule.origin.span, &rule.origin.via);
+        diagnostic = diagnostic.secondary(span, format!("{} them anyway", verdict_word(&rule.target)));
+    }
+    let policy_note = if same.is_empty() {
+        format!("the chain's policy already {} these packets", verdict_word(&first.target))
+    } else {
+        "later rules decide these packets the same way".to_string()
+    };
+    diagnostic.note(policy_note).note("remove it, or `ignore redundant-rule` if it is there for clarity")
+}
