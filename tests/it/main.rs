@@ -6,6 +6,4 @@
 
 mod analysis;
 mod cases;
-mod import;
 mod kernel;
-mod robustness;
