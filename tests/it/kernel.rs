@@ -16,13 +16,24 @@
 //!   others; TCP, UDP and ping over IPv4 and IPv6 show that a policy lets
 //!   through what it allows, replies included, and nothing else.
 //! - `determinism`: the same policy builds to the same bytes.
-//! - `lab`: the veth topology, the probe servers and clients;
+//! - `differential`: random policies (`generate`) loaded into a host
+//!   namespace, real flows from both sides, and the kernel's outcome
+//!   compared with `fwc::eval`'s for every flow; `regressions`: each
+//!   disagreement it found, as a fixed case. Needs `conntrack` too.
+//! - `nat`: masquerade and a port forward through a router namespace, and
+//!   rejects that answer at once.
+//! - `lab`: the veth topology, the probe servers and clients; `agent`: one
+//!   traffic process per namespace for many flows at once;
 //!   `support`: namespaces, the fwc binary, bounded commands, diffs;
 //!   `policies`: the policies these tests write themselves.
 
 mod acceptance;
+mod agent;
 mod behaviour;
 mod determinism;
+mod differential;
+mod generate;
 mod lab;
 mod policies;
+mod regressions;
 mod support;
