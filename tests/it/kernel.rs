@@ -34,6 +34,7 @@ mod determinism;
 mod differential;
 mod generate;
 mod lab;
+mod nat;
 mod policies;
 mod regressions;
 mod support;

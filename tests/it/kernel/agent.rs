@@ -254,12 +254,6 @@ impl Agent {
             }
         }
     }
-
-    /// Runs the probes and waits for them.
-    pub fn run(&mut self, requests: &[Request], deadline: Duration) -> BTreeMap<u32, Seen> {
-        self.start(requests, deadline);
-        self.finish(deadline)
-    }
 }
 
 impl Drop for Agent {
