@@ -6,4 +6,5 @@
 
 mod analysis;
 mod cases;
+mod import;
 mod kernel;
