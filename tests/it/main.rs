@@ -8,3 +8,4 @@ mod analysis;
 mod cases;
 mod import;
 mod kernel;
+mod robustness;
