@@ -12,6 +12,8 @@ use codespan_reporting::term;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
+    /// Off unless enabled (`-W CODE`): reported as a warning then.
+    Allow,
     /// Information, such as the rule `fwc query` found; never counted.
     Note,
     Warning,
@@ -89,6 +91,77 @@ codes! {
     Lockout = "lockout", Warning, "under `policy in drop`, no rule lets a new SSH connection in";
     NoNeighbourDiscovery = "no-neighbour-discovery", Warning, "an IPv6 drop policy that drops neighbour discovery";
     UnusedChain = "unused-chain", Warning, "a chain never jumped to, or jumped to and empty";
+    UnusedVariable = "unused-variable", Warning, "a `let` or `param` never used";
+    UnusedService = "unused-service", Warning, "a `service` the policy defines and never uses";
+    UnusedIgnore = "unused-ignore", Warning, "an `ignore` that silences nothing";
+    ReturnPath = "return-path", Warning, "an allow without `stateful` whose replies the other direction drops";
+    Ipv6Gap = "ipv6-gap", Warning, "a service the policy opens over IPv4 only, in an otherwise dual-stack policy";
+    Ipv4Gap = "ipv4-gap", Warning, "a service the policy opens over IPv6 only, in an otherwise dual-stack policy";
+    ConflictingRules = "conflicting-rules", Allow, "rules that overlap in part with different verdicts, where order decides (off unless enabled)";
+}
+
+/// What to do with a code's diagnostics: `-A`, `-W`, `-D` on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Allow,
+    Warn,
+    Deny,
+}
+
+/// Level settings for one run. Later settings win, as in a command line.
+#[derive(Clone, Debug, Default)]
+pub struct Levels {
+    settings: Vec<(Option<Code>, Level)>,
+}
+
+impl Levels {
+    /// `code` None means every warning (`--deny warnings`).
+    pub fn set(&mut self, code: Option<Code>, level: Level) {
+        self.settings.push((code, level));
+    }
+
+    /// Whether a code is reported at all.
+    pub fn enabled(&self, code: Code) -> bool {
+        self.level(code) != Level::Allow
+    }
+
+    pub fn level(&self, code: Code) -> Level {
+        let mut level = match code.default_severity() {
+            Severity::Allow => Level::Allow,
+            Severity::Error => Level::Deny,
+            _ => Level::Warn,
+        };
+        for (target, setting) in &self.settings {
+            match target {
+                Some(target) if *target == code => level = *setting,
+                // `--deny warnings`: whatever warns by then becomes an error.
+                None if level == Level::Warn && *setting == Level::Deny => level = Level::Deny,
+                _ => {}
+            }
+        }
+        level
+    }
+
+    /// Applies the levels: drops allowed diagnostics, turns denied
+    /// warnings into errors. Errors of the language stay errors.
+    pub fn apply(&self, diagnostics: &mut Vec<Diagnostic>) {
+        diagnostics.retain_mut(|diagnostic| {
+            if diagnostic.code.default_severity() == Severity::Error || diagnostic.severity == Severity::Note {
+                return true;
+            }
+            match self.level(diagnostic.code) {
+                Level::Allow => false,
+                Level::Warn => {
+                    diagnostic.severity = Severity::Warning;
+                    true
+                }
+                Level::Deny => {
+                    diagnostic.severity = Severity::Error;
+                    true
+                }
+            }
+        });
+    }
 }
 
 /// A diagnostic as data. The first label is the primary one.
@@ -110,9 +183,13 @@ pub struct Label {
 
 impl Diagnostic {
     pub fn new(code: Code, message: impl Into<String>) -> Diagnostic {
+        let severity = match code.default_severity() {
+            Severity::Allow => Severity::Warning,
+            other => other,
+        };
         Diagnostic {
             code,
-            severity: code.default_severity(),
+            severity,
             message: message.into(),
             labels: Vec::new(),
             notes: Vec::new(),
@@ -158,7 +235,7 @@ pub fn render(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
     for diagnostic in diagnostics {
         let severity = match diagnostic.severity {
             Severity::Error => cs::Severity::Error,
-            Severity::Warning => cs::Severity::Warning,
+            Severity::Warning | Severity::Allow => cs::Severity::Warning,
             Severity::Note => cs::Severity::Note,
         };
         let labels = diagnostic

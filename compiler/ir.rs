@@ -345,6 +345,8 @@ pub struct RuleOrigin {
     pub derived: Option<Derivation>,
     /// Codes silenced on this rule with `ignore CODE`.
     pub ignored: Vec<String>,
+    /// The rule says `ipv4` or `ipv6`: one family on purpose.
+    pub narrowed: bool,
 }
 
 /// Why fwc added a rule the user did not write as such.

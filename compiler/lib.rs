@@ -19,7 +19,7 @@ pub mod stdlib;
 pub mod syntax;
 pub mod tables;
 
-pub use diagnostics::{Code, Diagnostic, Severity};
+pub use diagnostics::{Code, Diagnostic, Level, Levels, Severity};
 pub use source::{FileSystem, OsFileSystem, Sources};
 
 use std::path::Path;
@@ -68,17 +68,38 @@ impl Compilation {
     }
 }
 
+/// How to compile: the level of each diagnostic code.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub levels: Levels,
+}
+
 /// Compiles the policy at `root`. `params` are the `--set NAME=VALUE`
 /// pairs. Fails only when `root` itself cannot be read.
 pub fn compile(fs: &dyn FileSystem, root: &Path, params: &[(String, String)]) -> std::io::Result<Compilation> {
+    compile_with(fs, root, params, &Options::default())
+}
+
+pub fn compile_with(
+    fs: &dyn FileSystem,
+    root: &Path,
+    params: &[(String, String)],
+    options: &Options,
+) -> std::io::Result<Compilation> {
     let mut sources = Sources::new();
     let mut diagnostics = Vec::new();
     let lowered = lower::lower(&mut sources, fs, root, params, &mut diagnostics)?;
     if !diagnostics.iter().any(Diagnostic::is_error) {
-        diagnostics.extend(analysis::order_checks(&lowered.ruleset, &sources));
-        diagnostics.extend(analysis::host_checks(&lowered.ruleset, &host_context(&lowered)));
+        diagnostics.extend(analysis::order_checks(&lowered.ruleset, &sources, &options.levels));
+        let mut context = host_context(&lowered);
+        context.stdlib_files = (0..sources.files().len())
+            .filter(|file| matches!(sources.get(*file).origin, source::Origin::Stdlib(_)))
+            .collect();
+        diagnostics.extend(analysis::host_checks(&lowered.ruleset, &context));
+        diagnostics.extend(analysis::unused_checks(&lowered, &sources));
     }
     apply_ignores(&lowered, &mut diagnostics);
+    options.levels.apply(&mut diagnostics);
     Ok(Compilation { sources, diagnostics, lowered })
 }
 
@@ -90,26 +111,59 @@ fn host_context(lowered: &lower::Lowered) -> analysis::HostContext {
         },
         _ => None,
     });
-    analysis::HostContext { input_policy: lowered.policy_spans.0, output_policy: lowered.policy_spans.1, ssh_port }
+    analysis::HostContext {
+        stdlib_files: Vec::new(),
+        input_policy: lowered.policy_spans.0,
+        output_policy: lowered.policy_spans.1,
+        ssh_port,
+    }
 }
 
 /// `ignore CODE "reason"` silences a warning everywhere; `ignore CODE` on
-/// a rule silences it for warnings about that rule. Errors stay.
+/// a rule silences it for warnings about that rule. Errors stay. An
+/// `ignore` that silences nothing is itself a warning.
 fn apply_ignores(lowered: &lower::Lowered, diagnostics: &mut Vec<Diagnostic>) {
+    let mut global_used = vec![false; lowered.ignores.len()];
+    let mut rule_used = vec![false; lowered.rule_ignores.len()];
     diagnostics.retain(|diagnostic| {
         if diagnostic.is_error() {
             return true;
         }
         let code = diagnostic.code.name();
-        let everywhere = lowered.ignores.iter().any(|ignore| ignore.code.value == code);
-        let on_rule = diagnostic.primary_span().is_some_and(|span| {
-            lowered.rule_ignores.iter().any(|(rule, codes)| {
-                rule.file == span.file
-                    && rule.start <= span.start
-                    && span.end <= rule.end
-                    && codes.iter().any(|ignored| ignored == code)
-            })
-        });
-        !(everywhere || on_rule)
+        let mut silenced = false;
+        for (index, ignore) in lowered.ignores.iter().enumerate() {
+            if ignore.code.value == code {
+                global_used[index] = true;
+                silenced = true;
+            }
+        }
+        if let Some(span) = diagnostic.primary_span() {
+            for (index, (rule, codes)) in lowered.rule_ignores.iter().enumerate() {
+                let inside = rule.file == span.file && rule.start <= span.start && span.end <= rule.end;
+                if inside && codes.iter().any(|ignored| ignored == code) {
+                    rule_used[index] = true;
+                    silenced = true;
+                }
+            }
+        }
+        !silenced
     });
+    for (ignore, used) in lowered.ignores.iter().zip(global_used) {
+        if !used && Code::from_name(&ignore.code.value).is_some() {
+            diagnostics.push(
+                Diagnostic::new(Code::UnusedIgnore, format!("`ignore {}` silences nothing", ignore.code.value))
+                    .primary(ignore.code.span, "no such warning in this policy")
+                    .note("remove it; errors cannot be ignored, only warnings"),
+            );
+        }
+    }
+    for ((rule, codes), used) in lowered.rule_ignores.iter().zip(rule_used) {
+        if !used && codes.iter().all(|code| Code::from_name(code).is_some()) {
+            diagnostics.push(
+                Diagnostic::new(Code::UnusedIgnore, format!("`ignore {}` on this rule silences nothing", codes.join(", ")))
+                    .primary(*rule, "no such warning about this rule")
+                    .note("remove it; errors cannot be ignored, only warnings"),
+            );
+        }
+    }
 }

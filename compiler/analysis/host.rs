@@ -12,6 +12,8 @@ use crate::syntax::ast::{ConnectionState, Direction};
 /// Spans a few host checks point at, from lowering.
 #[derive(Clone, Debug, Default)]
 pub struct HostContext {
+    /// Files that are stdlib modules (their rules are not the user's).
+    pub stdlib_files: Vec<usize>,
     /// `policy in drop` lines by family-independent direction.
     pub input_policy: Option<Span>,
     pub output_policy: Option<Span>,
@@ -107,6 +109,9 @@ pub fn host_checks(ruleset: &Ruleset, context: &HostContext) -> Vec<Diagnostic> 
         }
     }
 
+    diagnostics.extend(return_paths(ruleset, &program, context));
+    diagnostics.extend(family_gaps(ruleset, &program, context));
+
     // unused chains, and chains jumped to that hold nothing.
     for chain in &ruleset.chains {
         if chain.name.ends_with(".reply") {
@@ -127,6 +132,126 @@ pub fn host_checks(ruleset: &Ruleset, context: &HostContext) -> Vec<Diagnostic> 
                     .note("packets only pass through it; add its rules, or `keep` if another program fills it"),
             );
         }
+    }
+    diagnostics
+}
+
+/// The rules a check looks at: the user's own top-level allows of one flow
+/// direction, over ports, without `stateful` (their replies are the
+/// question), one per written rule and family.
+fn plain_allows<'a>(ruleset: &'a Ruleset, context: &HostContext) -> Vec<&'a Rule> {
+    let mut seen: Vec<(Span, Family)> = Vec::new();
+    ruleset
+        .rules
+        .iter()
+        .filter(|rule| {
+            rule.table == Table::Filter
+                && rule.target == Target::Accept
+                && rule.origin.derived.is_none()
+                && matches!(rule.chain, ChainRef::Input | ChainRef::Output)
+                && matches!(rule.matches.protocol, Some(Protocol::TCP | Protocol::UDP))
+                && rule.matches.destination_ports.as_ref().is_some_and(|ports| !ports.negated)
+                && rule.matches.states.is_none()
+                && !context.stdlib_files.contains(&rule.origin.span.file)
+        })
+        .filter(|rule| {
+            let key = (rule.origin.span, rule.family);
+            let fresh = !seen.contains(&key);
+            seen.push(key);
+            fresh
+        })
+        .collect()
+}
+
+/// return-path: an allow without `stateful` whose replies nothing lets back.
+fn return_paths(ruleset: &Ruleset, program: &Program, context: &HostContext) -> Vec<Diagnostic> {
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    let mut reported: Vec<Span> = Vec::new();
+    for rule in plain_allows(ruleset, context) {
+        if reported.contains(&rule.origin.span) {
+            continue;
+        }
+        let (reply_direction, reply_policy) = match rule.chain {
+            ChainRef::Input => (Direction::Out, "out"),
+            _ => (Direction::In, "in"),
+        };
+        let ports = rule.matches.destination_ports.as_ref().expect("filtered").value.clone();
+        let constraint = Constraint {
+            families: Some(vec![rule.family]),
+            protocol: rule.matches.protocol.map(|protocol| protocol.0),
+            source_ports: Some(ports),
+            destinations: rule.matches.source.as_ref().filter(|source| !source.negated).map(|source| vec![source.value]),
+            state: Some(ConnectionState::Established),
+            ..Constraint::default()
+        };
+        if !any_allowed(program, reply_direction, &constraint) {
+            reported.push(rule.origin.span);
+            diagnostics.push(
+                Diagnostic::new(Code::ReturnPath, "the replies to this flow are dropped")
+                    .primary(rule.origin.span, "lets the first packets through, but not the answers")
+                    .note(format!("nothing lets them back (`policy {reply_policy} drop`); add `stateful`, which allows exactly the replies")),
+            );
+        }
+    }
+    diagnostics
+}
+
+/// ipv6-gap / ipv4-gap: a service opened over one family only, in a
+/// policy that is otherwise dual-stack, unless narrowed with `ipv4`/`ipv6`.
+fn family_gaps(ruleset: &Ruleset, program: &Program, context: &HostContext) -> Vec<Diagnostic> {
+    let user_family = |family: Family| {
+        ruleset.rules.iter().any(|rule| {
+            rule.family == family && rule.origin.derived.is_none() && !context.stdlib_files.contains(&rule.origin.span.file)
+        })
+    };
+    if !(user_family(Family::V4) && user_family(Family::V6)) {
+        return Vec::new();
+    }
+    let mut diagnostics = Vec::new();
+    let mut reported: Vec<Span> = Vec::new();
+    let allows = plain_allows(ruleset, context);
+    let stateful = ruleset.rules.iter().filter(|rule| {
+        rule.table == Table::Filter
+            && rule.target == Target::Accept
+            && rule.origin.derived.is_none()
+            && rule.chain == ChainRef::Input
+            && rule.matches.destination_ports.is_some()
+            && !context.stdlib_files.contains(&rule.origin.span.file)
+    });
+    for rule in allows.into_iter().filter(|rule| rule.chain == ChainRef::Input).chain(stateful) {
+        if rule.origin.narrowed || reported.contains(&rule.origin.span) {
+            continue;
+        }
+        let families: Vec<Family> =
+            ruleset.rules.iter().filter(|other| other.origin.span == rule.origin.span).map(|other| other.family).collect();
+        if families.contains(&Family::V4) && families.contains(&Family::V6) {
+            continue;
+        }
+        let other = if rule.family == Family::V4 { Family::V6 } else { Family::V4 };
+        let ports = rule.matches.destination_ports.as_ref().expect("filtered").value.clone();
+        let constraint = Constraint {
+            families: Some(vec![other]),
+            protocol: rule.matches.protocol.map(|protocol| protocol.0),
+            destination_ports: Some(ports),
+            state: Some(ConnectionState::New),
+            ..Constraint::default()
+        };
+        if any_allowed(program, Direction::In, &constraint) {
+            continue;
+        }
+        reported.push(rule.origin.span);
+        let (code, only, missing) = match rule.family {
+            Family::V4 => (Code::Ipv6Gap, "IPv4", "IPv6"),
+            Family::V6 => (Code::Ipv4Gap, "IPv6", "IPv4"),
+        };
+        diagnostics.push(
+            Diagnostic::new(code, format!("this service is reachable over {only} only"))
+                .primary(rule.origin.span, format!("no {missing} client can reach it"))
+                .note(format!(
+                    "its addresses are all {only}: add the {missing} ones, or write `{}` to say it is on purpose",
+                    if rule.family == Family::V4 { "ipv4" } else { "ipv6" }
+                )),
+        );
     }
     diagnostics
 }

@@ -14,6 +14,7 @@
 pub mod boxes;
 pub mod flatten;
 mod host;
+mod unused;
 
 use crate::diagnostics::{Code, Diagnostic};
 use crate::ir::*;
@@ -22,6 +23,7 @@ use boxes::{Encoder, PacketBox, Union, DESTINATION_PORT, PROTOCOL};
 use std::collections::{BTreeMap, HashMap};
 
 pub use host::{host_checks, HostContext};
+pub use unused::unused_checks;
 
 /// What the analysis found about one IR rule.
 #[derive(Clone, Debug, Default)]
@@ -248,12 +250,11 @@ fn redundancy(
 struct SourceRule {
     span: Span,
     via: Vec<Span>,
-    ignored: Vec<String>,
     rules: Vec<usize>,
 }
 
 /// Shadowed and redundant rules, as diagnostics at the rules as written.
-pub fn order_checks(ruleset: &Ruleset, sources: &Sources) -> Vec<Diagnostic> {
+pub fn order_checks(ruleset: &Ruleset, sources: &Sources, levels: &crate::Levels) -> Vec<Diagnostic> {
     let facts = rule_facts(ruleset);
     let mut by_source: BTreeMap<(Span, Vec<Span>), SourceRule> = BTreeMap::new();
     for (index, rule) in ruleset.rules.iter().enumerate() {
@@ -264,7 +265,6 @@ pub fn order_checks(ruleset: &Ruleset, sources: &Sources) -> Vec<Diagnostic> {
         let entry = by_source.entry((rule.origin.span, rule.origin.via.clone())).or_insert_with(|| SourceRule {
             span: rule.origin.span,
             via: rule.origin.via.clone(),
-            ignored: rule.origin.ignored.clone(),
             rules: Vec::new(),
         });
         entry.rules.push(index);
@@ -276,6 +276,31 @@ pub fn order_checks(ruleset: &Ruleset, sources: &Sources) -> Vec<Diagnostic> {
             continue;
         }
         let shadowed = seen.iter().all(|index| !facts[*index].reachable);
+        if !shadowed && levels.enabled(Code::ConflictingRules) {
+            // Reached, but earlier rules with another verdict take part of
+            // its packets: which rule wins depends on the order.
+            let first = &ruleset.rules[source.rules[0]];
+            let others: Vec<usize> = dedup_sources(
+                ruleset,
+                seen.iter().flat_map(|index| facts[*index].covered_by.clone()).filter(|other| {
+                    ruleset.rules[*other].target != first.target && ruleset.rules[*other].origin.span != source.span
+                }),
+            );
+            if decides(first) && !others.is_empty() {
+                let (primary, _) = report_span(sources, source.span, &source.via);
+                let mut diagnostic = Diagnostic::new(
+                    Code::ConflictingRules,
+                    "this rule overlaps earlier rules that decide differently: order decides",
+                )
+                .primary(primary, format!("{} the rest", verdict_word(&first.target)));
+                for other in others.iter().take(4) {
+                    let rule = &ruleset.rules[*other];
+                    let (span, _) = report_span(sources, rule.origin.span, &rule.origin.via);
+                    diagnostic = diagnostic.secondary(span, format!("{} some of the same packets first", verdict_word(&rule.target)));
+                }
+                diagnostics.push(diagnostic.note("fine for an exception before its general rule; otherwise make the rules disjoint"));
+            }
+        }
         if shadowed {
             let covering: Vec<usize> = dedup_sources(ruleset, seen.iter().flat_map(|index| facts[*index].covered_by.clone()));
             diagnostics.push(shadowed_diagnostic(ruleset, sources, source, &covering));
@@ -296,10 +321,6 @@ pub fn order_checks(ruleset: &Ruleset, sources: &Sources) -> Vec<Diagnostic> {
             diagnostics.push(redundant_diagnostic(ruleset, sources, source, &same));
         }
     }
-    diagnostics.retain(|diagnostic| {
-        let source = by_source.values().find(|source| diagnostic.labels.iter().any(|label| label.span == source.span));
-        !source.is_some_and(|source| source.ignored.iter().any(|code| code == diagnostic.code.name()))
-    });
     diagnostics
 }
 

@@ -21,6 +21,7 @@ pub struct Constraint {
     pub protocol: Option<u8>,
     /// Ports the destination port must lie in (any of the ranges).
     pub destination_ports: Option<Vec<PortRange>>,
+    pub source_ports: Option<Vec<PortRange>>,
     pub icmp_type: Option<u8>,
     /// Blocks the source must lie in (any of them).
     pub sources: Option<Vec<IpNet>>,
@@ -82,7 +83,11 @@ pub fn for_each_packet(
         let macs = mac_classes(&rules, direction);
         for &protocol in &protocols {
             let with_ports = Protocol(protocol).has_ports();
-            let source_ports = if with_ports { port_classes(&rules, None, |m| m.source_ports.as_ref()) } else { vec![0] };
+            let source_ports = if with_ports {
+                port_classes(&rules, constraint.source_ports.as_deref(), |m| m.source_ports.as_ref())
+            } else {
+                vec![0]
+            };
             let destination_ports = if with_ports {
                 port_classes(&rules, constraint.destination_ports.as_deref(), |m| m.destination_ports.as_ref())
             } else {

@@ -479,7 +479,13 @@ impl Placer<'_> {
     }
 
     fn origin(&self, rule: &ResolvedRule, derived: Option<Derivation>) -> RuleOrigin {
-        RuleOrigin { span: rule.span, via: rule.context.via.clone(), derived, ignored: rule.ignored.clone() }
+        RuleOrigin {
+            span: rule.span,
+            via: rule.context.via.clone(),
+            derived,
+            ignored: rule.ignored.clone(),
+            narrowed: rule.narrowed,
+        }
     }
 
     fn push(&mut self, rule: &ResolvedRule, family: Family, chain: &ChainRef, matches: Matches, target: Target, derived: Option<Derivation>) {

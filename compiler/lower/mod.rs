@@ -41,6 +41,8 @@ pub struct Lowered {
     pub variables: values::Variables,
     /// The `policy in …` and `policy out …` lines in force.
     pub policy_spans: (Option<Span>, Option<Span>),
+    /// User services no rule uses: name and definition.
+    pub unused_services: Vec<(String, Span)>,
 }
 
 impl Default for Ruleset {
@@ -74,5 +76,6 @@ pub fn lower(
         rule_ignores: resolved.rule_ignores,
         variables: resolved.variables,
         policy_spans: resolved.policy_spans,
+        unused_services: resolved.unused_services,
     })
 }

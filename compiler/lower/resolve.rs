@@ -40,6 +40,8 @@ pub struct ResolvedRule {
     pub mac_source: Option<Match<String>>,
     pub reject_with: Option<RejectWith>,
     pub nat: Option<NatResolved>,
+    /// `ipv4` or `ipv6` was written.
+    pub narrowed: bool,
     /// The families the rule applies to (never empty).
     pub families: Vec<Family>,
     pub ignored: Vec<String>,
@@ -106,6 +108,8 @@ pub struct Resolved {
     pub variables: Variables,
     /// The `policy in …` and `policy out …` lines that won.
     pub policy_spans: (Option<Span>, Option<Span>),
+    /// User services no rule uses: name and definition.
+    pub unused_services: Vec<(String, Span)>,
 }
 
 struct ServiceDefinition {
@@ -121,6 +125,7 @@ struct Resolver<'a> {
     /// Services being resolved, to stop a service naming itself.
     resolving: Vec<String>,
     rule_ignores: Vec<(Span, Vec<String>)>,
+    used_services: std::collections::HashSet<String>,
 }
 
 pub fn resolve(
@@ -136,6 +141,7 @@ pub fn resolve(
         stdlib_services: HashMap::new(),
         resolving: Vec::new(),
         rule_ignores: Vec::new(),
+        used_services: std::collections::HashSet::new(),
     };
     resolver.load_stdlib_services(sources);
     let params = resolver.parse_params(sources, items, params);
@@ -212,6 +218,13 @@ pub fn resolve(
     resolved.policy_spans = (chosen(Direction::In), chosen(Direction::Out));
     resolved.rule_ignores = resolver.rule_ignores;
     resolved.variables = resolver.variables;
+    resolved.unused_services = resolver
+        .user_services
+        .iter()
+        .filter(|(name, _)| !resolver.used_services.contains(*name))
+        .map(|(name, definition)| (name.clone(), definition.span))
+        .collect();
+    resolved.unused_services.sort_by_key(|(_, span)| *span);
     resolved
 }
 
@@ -453,6 +466,7 @@ impl Resolver<'_> {
             mac_source,
             reject_with,
             nat,
+            narrowed: options.ipv4.is_some() || options.ipv6.is_some(),
             comment: options.comment.as_ref().map(|comment| comment.value.clone()),
             families: families?,
             ignored: options.ignore.iter().map(|code| code.value.clone()).collect(),
@@ -1002,6 +1016,7 @@ impl Resolver<'_> {
                 return false;
             }
         };
+        self.used_services.insert(name.value.clone());
         self.resolving.push(name.value.clone());
         for entry in &entries {
             if let Some(resolved) = self.protocol_clause(entry) {

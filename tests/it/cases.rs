@@ -23,18 +23,35 @@ fn case_files(kind: &str) -> Vec<PathBuf> {
 
 /// The `--set` pairs of a case: header lines `# args: --set NAME=VALUE …`.
 pub fn case_params(text: &str) -> Vec<(String, String)> {
+    case_args(text).0
+}
+
+/// A case's `# args:` header: `--set NAME=VALUE`, and `-A|-W|-D CODE` or
+/// `-D warnings` as on the command line.
+fn case_args(text: &str) -> (Vec<(String, String)>, fwc::Options) {
     let mut params = Vec::new();
+    let mut options = fwc::Options::default();
     for line in text.lines().take_while(|line| line.starts_with('#')) {
         let Some(args) = line.strip_prefix("# args:") else { continue };
         let mut words = args.split_whitespace();
         while let Some(word) = words.next() {
-            assert_eq!(word, "--set", "only --set is supported in `# args:`");
-            let pair = words.next().expect("--set needs NAME=VALUE");
-            let (name, value) = pair.split_once('=').expect("NAME=VALUE");
-            params.push((name.to_string(), value.to_string()));
+            let value = words.next().expect("every option takes a value");
+            let level = match word {
+                "--set" => {
+                    let (name, value) = value.split_once('=').expect("NAME=VALUE");
+                    params.push((name.to_string(), value.to_string()));
+                    continue;
+                }
+                "-A" => fwc::Level::Allow,
+                "-W" => fwc::Level::Warn,
+                "-D" => fwc::Level::Deny,
+                other => panic!("`# args:` takes --set, -A, -W, -D; not {other}"),
+            };
+            let code = if value == "warnings" { None } else { Some(Code::from_name(value).expect("a code")) };
+            options.levels.set(code, level);
         }
     }
-    params
+    (params, options)
 }
 
 /// Compiles one case file and renders everything a reviewer needs to see.
@@ -45,7 +62,9 @@ fn check(path: &Path) -> (String, BTreeSet<Code>, bool) {
     let relative = path.strip_prefix(cases_dir()).expect("under tests/cases");
     // Compile with the case directory as the working directory's stand-in:
     // give the relative path, resolved against tests/cases.
-    let compilation = with_cases_dir(|| compile(&OsFileSystem, relative, &case_params(&text)).expect("readable"));
+    let (params, options) = case_args(&text);
+    let compilation =
+        with_cases_dir(|| fwc::compile_with(&OsFileSystem, relative, &params, &options).expect("readable"));
     let mut out = format!("--- source\n{text}");
     if !text.ends_with('\n') {
         out.push('\n');
