@@ -326,3 +326,70 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     previous[b.len()]
 }
+
+/// One diagnostic as a JSON object on one line (`--format json`). The
+/// schema is documented in docs/diagnostics.md; lines and columns are
+/// 1-based, columns count characters, byte offsets are 0-based and the end
+/// is exclusive.
+pub fn to_json(sources: &Sources, diagnostic: &Diagnostic) -> String {
+    let location = |span: Span| {
+        let file = sources.get(span.file);
+        let (line, column) = sources.line_column(span.file, span.start as usize);
+        let (end_line, end_column) = sources.line_column(span.file, span.end as usize);
+        format!(
+            "\"file\":{},\"line\":{line},\"column\":{column},\"end_line\":{end_line},\"end_column\":{end_column},\"start_byte\":{},\"end_byte\":{}",
+            json_string(&file.name),
+            span.start,
+            span.end
+        )
+    };
+    let severity = match diagnostic.severity {
+        Severity::Error => "error",
+        Severity::Warning | Severity::Allow => "warning",
+        Severity::Note => "note",
+    };
+    let mut out = format!(
+        "{{\"code\":{},\"severity\":\"{severity}\",\"message\":{}",
+        json_string(diagnostic.code.name()),
+        json_string(&diagnostic.message)
+    );
+    if let Some(span) = diagnostic.primary_span() {
+        out.push(',');
+        out.push_str(&location(span));
+    }
+    out.push_str(",\"labels\":[");
+    for (index, label) in diagnostic.labels.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "{{\"primary\":{},\"message\":{},{}}}",
+            label.primary,
+            json_string(&label.message),
+            location(label.span)
+        ));
+    }
+    out.push_str("],\"notes\":[");
+    let notes: Vec<String> = diagnostic.notes.iter().map(|note| json_string(note)).collect();
+    out.push_str(&notes.join(","));
+    out.push_str("]}");
+    out
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

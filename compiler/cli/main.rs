@@ -4,7 +4,7 @@
 //! 2 usage or I/O errors.
 
 use clap::{Args, Parser, Subcommand};
-use fwc::{compile, Compilation, OsFileSystem};
+use fwc::{Compilation, OsFileSystem};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -81,6 +81,45 @@ struct PolicyArgs {
     /// Set a `param`: --set NAME=VALUE (repeatable)
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_param)]
     params: Vec<(String, String)>,
+    /// Allow CODE: do not report it (repeatable)
+    #[arg(short = 'A', value_name = "CODE", value_parser = parse_code)]
+    allow: Vec<String>,
+    /// Warn on CODE, e.g. -W conflicting-rules, which is off by default
+    #[arg(short = 'W', value_name = "CODE", value_parser = parse_code)]
+    warn: Vec<String>,
+    /// Deny CODE: report it as an error; `-D warnings` for every warning
+    #[arg(short = 'D', value_name = "CODE", value_parser = parse_code)]
+    deny: Vec<String>,
+    /// Make every warning an error (the same as -D warnings)
+    #[arg(long = "deny", value_name = "warnings", value_parser = ["warnings"])]
+    deny_long: Option<String>,
+    /// How to print diagnostics: text for people, json for tools (one object per line)
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+}
+
+impl PolicyArgs {
+    /// -A, then -W, then -D: the strongest setting for a code wins.
+    fn options(&self) -> fwc::Options {
+        let mut options = fwc::Options::default();
+        for (codes, level) in [(&self.allow, fwc::Level::Allow), (&self.warn, fwc::Level::Warn), (&self.deny, fwc::Level::Deny)] {
+            for code in codes {
+                options.levels.set(fwc::Code::from_name(code), level);
+            }
+        }
+        if self.deny_long.is_some() {
+            options.levels.set(None, fwc::Level::Deny);
+        }
+        options
+    }
+}
+
+fn parse_code(text: &str) -> Result<String, String> {
+    if text == "warnings" || fwc::Code::from_name(text).is_some() {
+        Ok(text.to_string())
+    } else {
+        Err("not a diagnostic code (docs/diagnostics.md lists them), nor `warnings`".to_string())
+    }
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {
@@ -99,7 +138,7 @@ fn main() -> ExitCode {
                 let failures: Vec<_> =
                     compilation.run_tests().into_iter().flat_map(|outcome| outcome.failures).collect();
                 if !failures.is_empty() {
-                    eprint!("{}", compilation.render(&failures));
+                    print_diagnostics(&policy, &compilation, &failures);
                     eprintln!("error: {} expectation(s) failed; nothing was written (--no-test skips the tests)", failures.len());
                     return ExitCode::from(1);
                 }
@@ -126,7 +165,7 @@ fn main() -> ExitCode {
             let outcomes = compilation.run_tests();
             let passed = outcomes.iter().filter(|outcome| outcome.passed()).count();
             for outcome in &outcomes {
-                eprint!("{}", compilation.render(&outcome.failures));
+                print_diagnostics(&policy, &compilation, &outcome.failures);
                 println!("test {} ... {}", outcome.name, if outcome.passed() { "ok" } else { "FAILED" });
             }
             println!("{} passed, {} failed", passed, outcomes.len() - passed);
@@ -222,15 +261,27 @@ fn main() -> ExitCode {
 
 /// Compiles and prints the diagnostics; `None` if the policy is unreadable.
 fn run_compile(args: &PolicyArgs) -> Option<Compilation> {
-    match compile(&OsFileSystem, &args.policy, &args.params) {
+    match fwc::compile_with(&OsFileSystem, &args.policy, &args.params, &args.options()) {
         Ok(compilation) => {
-            eprint!("{}", compilation.render_diagnostics());
+            print_diagnostics(args, &compilation, &compilation.diagnostics);
             Some(compilation)
         }
         Err(error) => {
             eprintln!("error: cannot read {}: {error}", args.policy.display());
             None
         }
+    }
+}
+
+/// Text on stderr for people; with --format json, one object per line on
+/// stdout for tools.
+fn print_diagnostics(args: &PolicyArgs, compilation: &Compilation, diagnostics: &[fwc::Diagnostic]) {
+    if args.format == "json" {
+        for diagnostic in diagnostics {
+            println!("{}", fwc::diagnostics::to_json(&compilation.sources, diagnostic));
+        }
+    } else {
+        eprint!("{}", compilation.render(diagnostics));
     }
 }
 

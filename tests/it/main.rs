@@ -6,6 +6,7 @@
 
 mod analysis;
 mod cases;
+mod cli;
 mod import;
 mod kernel;
 mod robustness;

@@ -1,0 +1,74 @@
+//! The `fwc` binary as a user runs it: exit codes, levels, JSON output.
+
+use std::path::Path;
+use std::process::Command;
+
+fn fwc(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_fwc"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases"))
+        .output()
+        .expect("fwc runs");
+    (
+        output.status.code().expect("exit code"),
+        String::from_utf8(output.stdout).expect("utf-8"),
+        String::from_utf8(output.stderr).expect("utf-8"),
+    )
+}
+
+#[test]
+fn exit_codes_say_ok_errors_or_usage() {
+    assert_eq!(fwc(&["check", "ok/stateful.fw"]).0, 0);
+    assert_eq!(fwc(&["check", "err/unknown-service.fw"]).0, 1);
+    assert_eq!(fwc(&["check", "no/such/file.fw"]).0, 2);
+    assert_eq!(fwc(&["check", "ok/stateful.fw", "-D", "no-such-code"]).0, 2);
+    // Warnings pass, unless denied.
+    let (code, _, stderr) = fwc(&["check", "err/deny-warnings.fw"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("warning[shadowed-rule]"), "{stderr}");
+    assert_eq!(fwc(&["check", "err/deny-warnings.fw", "--deny", "warnings"]).0, 1);
+    assert_eq!(fwc(&["check", "err/deny-warnings.fw", "-D", "shadowed-rule"]).0, 1);
+    let (code, _, stderr) = fwc(&["check", "err/deny-warnings.fw", "-A", "shadowed-rule", "-A", "no-neighbour-discovery"]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+}
+
+#[test]
+fn query_exit_code_is_the_verdict() {
+    assert_eq!(fwc(&["query", "ok/tests.fw", "in tcp 9100 from 198.18.7.7"]).0, 0);
+    assert_eq!(fwc(&["query", "ok/tests.fw", "in tcp 9100 from 198.18.8.1"]).0, 1);
+    let (code, _, stderr) = fwc(&["query", "ok/tests.fw", "in tcp 99999"]);
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) = fwc(&["query", "ok/tests.fw", "sideways tcp 22"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("error[syntax-error]"), "{stderr}");
+}
+
+#[test]
+fn json_diagnostics_follow_the_documented_schema() {
+    let (code, stdout, stderr) = fwc(&["check", "err/test-failed.fw", "--format", "json", "-W", "conflicting-rules"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.is_empty(), "json goes to stdout alone: {stderr}");
+    let (code, stdout_errors, _) = fwc(&["check", "err/unknown-service.fw", "--format", "json"]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = stdout.lines().chain(stdout_errors.lines()).collect();
+    assert!(lines.len() >= 3, "{stdout}{stdout_errors}");
+    for line in lines {
+        let value: serde_json::Value = serde_json::from_str(line).expect("each line is one JSON object");
+        for key in ["code", "severity", "message", "file", "line", "column", "end_line", "end_column", "start_byte", "end_byte", "labels", "notes"] {
+            assert!(value.get(key).is_some(), "`{key}` missing in {line}");
+        }
+        assert!(fwc::Code::from_name(value["code"].as_str().unwrap()).is_some());
+        assert!(["error", "warning"].contains(&value["severity"].as_str().unwrap()));
+        let labels = value["labels"].as_array().unwrap();
+        assert_eq!(labels.iter().filter(|label| label["primary"] == true).count(), 1, "{line}");
+        // Byte offsets point at the text the label underlines.
+        let file = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases").join(value["file"].as_str().unwrap()),
+        )
+        .unwrap();
+        let (start, end) = (value["start_byte"].as_u64().unwrap() as usize, value["end_byte"].as_u64().unwrap() as usize);
+        assert!(start < end && end <= file.len(), "{line}");
+        let line_number = file[..start].matches('\n').count() + 1;
+        assert_eq!(value["line"].as_u64().unwrap() as usize, line_number, "{line}");
+    }
+}
