@@ -478,7 +478,7 @@ fn canonical(dump: &str, leave_out: &[String], rename: &HashMap<String, String>)
                 continue;
             }
             let args: Vec<String> = rule.args.iter().map(|arg| name(arg)).collect();
-            rules.entry(name(&rule.chain)).or_default().push(args.join(" "));
+            rules.entry(name(&rule.chain)).or_default().push(match_order(&args));
         }
         let builtins: Vec<(String, String)> = table
             .chains
@@ -515,6 +515,40 @@ fn canonical(dump: &str, leave_out: &[String], rename: &HashMap<String, String>)
     }
     assert!(leave_out.is_empty(), "rules to leave out that the dump does not have: {leave_out:?}\n{dump}");
     out
+}
+
+/// A rule's words with its match modules in sorted order: the matches of
+/// a rule all have to hold, so their order does not change what it matches
+/// (FireHOL writes `-m conntrack` before `-m tcp`, fwc the other way round).
+/// Not for `-m limit`, whose bucket counts only the packets that reach it.
+fn match_order(args: &[String]) -> String {
+    if args.iter().any(|arg| arg == "limit") {
+        return args.join(" ");
+    }
+    let mut base: Vec<String> = Vec::new();
+    let mut modules: Vec<Vec<String>> = Vec::new();
+    let mut target: Vec<String> = Vec::new();
+    let mut index = 0;
+    while index < args.len() {
+        let word = &args[index];
+        if word == "-j" || word == "-g" {
+            target.extend(args[index..].iter().cloned());
+            break;
+        }
+        if word == "-m" {
+            modules.push(vec![word.clone()]);
+        } else if let Some(module) = modules.last_mut() {
+            module.push(word.clone());
+        } else {
+            base.push(word.clone());
+        }
+        index += 1;
+    }
+    modules.sort();
+    let mut words = base;
+    words.extend(modules.into_iter().flatten());
+    words.extend(target);
+    words.join(" ")
 }
 
 /// `unsupported` entries of one family as `TABLE CHAIN args` lines.
@@ -1039,7 +1073,9 @@ impl Lab {
 
 /// The original rules (less what the import left out) and the folded
 /// import, each on the lab's host: every probe must see the same thing.
-fn same_flows(name: &str, dumps: (&str, &str), imported_unfolded: &Imported, tcp: &[u16], udp: &[u16]) -> usize {
+/// `varied`: the probes must not all see the same thing (false where an
+/// unsupported rule the import leaves out decides every new flow).
+fn same_flows(name: &str, dumps: (&str, &str), imported_unfolded: &Imported, tcp: &[u16], udp: &[u16], varied: bool) -> usize {
     let original4 = without(dumps.0, &unsupported_of(imported_unfolded, Family::V4));
     let original6 = without(dumps.1, &unsupported_of(imported_unfolded, Family::V6));
     let folded = import::import(Some(dumps.0), Some(dumps.1)).unwrap();
@@ -1059,17 +1095,17 @@ fn same_flows(name: &str, dumps: (&str, &str), imported_unfolded: &Imported, tcp
         .collect();
     assert!(differences.is_empty(), "{name}: flows differ:\n{}\npolicy:\n{}", differences.join("\n"), folded.policy);
     let outcomes: BTreeSet<&String> = before.iter().map(|(_, outcome)| outcome).collect();
-    assert!(outcomes.len() >= 2, "{name}: every probe saw {outcomes:?}: the flows tell nothing apart ({before:?})");
+    assert!(!varied || outcomes.len() >= 2, "{name}: every probe saw {outcomes:?}: the flows tell nothing apart ({before:?})");
     eprintln!("import flows {name}: {} probes, the same answers from the original and the import ({outcomes:?})", before.len());
     before.len()
 }
 
 /// The kernel round trip of a tool's IPv4 and IPv6 restore text.
-fn kernel_trip(name: &str, restore4: &str, restore6: &str, tcp: &[u16], udp: &[u16]) -> Trip {
+fn kernel_trip(name: &str, restore4: &str, restore6: &str, varied: bool) -> Trip {
     let (Some(v4), Some(v6)) = through_kernel(Some(restore4), Some(restore6)) else { unreachable!() };
     let trip = round_trip(name, Some(&v4), Some(&v6), &built_and_loaded);
     let unfolded = import::import_with(Some(&v4), Some(&v6), exact()).unwrap();
-    same_flows(name, (&v4, &v6), &unfolded, tcp, udp);
+    same_flows(name, (&v4, &v6), &unfolded, &TCP_PORTS, &UDP_PORTS, varied);
     trip
 }
 
@@ -1081,7 +1117,7 @@ fn own_dumps_round_trip_through_the_kernel() {
     require(&BASE_TOOLS);
     let v4 = read(&data("host.v4"));
     let v6 = read(&data("host.v6"));
-    let trip = kernel_trip("own dumps", &v4, &v6, &TCP_PORTS, &UDP_PORTS);
+    let trip = kernel_trip("own dumps", &v4, &v6, true);
     assert!(trip.translated >= 80, "{}", trip.translated);
 }
 
@@ -1091,7 +1127,7 @@ fn ferm_rules_round_trip() {
     require(&[("ferm", "ferm")]);
     let config = data("ferm.conf");
     let lines = |domain: &str| must(Command::new("ferm").args(["--noexec", "--lines", "--domain", domain]).arg(&config), None);
-    let trip = kernel_trip("ferm", &lines("ip"), &lines("ip6"), &TCP_PORTS, &UDP_PORTS);
+    let trip = kernel_trip("ferm", &lines("ip"), &lines("ip6"), true);
     assert_eq!(trip.unsupported, 0, "ferm's rules are all plain matches");
     assert!(trip.translated >= 40, "{}", trip.translated);
 }
@@ -1132,7 +1168,10 @@ fn ufw_rules_round_trip() {
     let v6 = namespace.save(Family::V6);
     assert!(v4.contains("ufw-user-input"), "ufw loaded nothing into the namespace:\n{v4}");
     drop(namespace);
-    let trip = kernel_trip("ufw", &v4, &v6, &TCP_PORTS, &UDP_PORTS);
+    // ufw-not-local returns local traffic by `-m addrtype --dst-type
+    // LOCAL`, which fwc cannot say: without it the chain drops every new
+    // flow, in the original (less that rule) and in the import alike.
+    let trip = kernel_trip("ufw", &v4, &v6, false);
     assert!(trip.translated * 2 > trip.total, "{} of {}", trip.translated, trip.total);
 }
 
@@ -1179,7 +1218,7 @@ fn shorewall_rules_round_trip() {
         must(Command::new(program).arg("compile").arg(&config).arg(&script), None);
         inputs.push(shorewall_restore_input(&read(&script)));
     }
-    let trip = kernel_trip("Shorewall", &inputs[0], &inputs[1], &TCP_PORTS, &UDP_PORTS);
+    let trip = kernel_trip("Shorewall", &inputs[0], &inputs[1], true);
     assert!(trip.translated > 0 && trip.unsupported > 0, "{} translated, {} unsupported", trip.translated, trip.unsupported);
 }
 
@@ -1215,6 +1254,6 @@ fn firehol_rules_round_trip() {
     };
     let (v4, v6) = (section("# IPv4 Rules:"), section("# IPv6 Rules:"));
     drop(namespace);
-    let trip = kernel_trip("FireHOL", &v4, &v6, &TCP_PORTS, &UDP_PORTS);
+    let trip = kernel_trip("FireHOL", &v4, &v6, true);
     assert!(trip.translated > 0, "{} of {}", trip.translated, trip.total);
 }
