@@ -693,9 +693,10 @@ impl<'a> Importer<'a> {
                 }
                 let (line, _) = compilation.sources.line_column(span.file, span.start as usize);
                 if let Some(Some((section, item))) = map.get(line - 1) {
+                    let statement = text.lines().nth(line - 1).unwrap_or_default().trim();
                     let item = &mut self.sections[*section].items[*item];
                     if let Body::Rule(_) = item.body {
-                        item.body = Body::Unsupported(format!("fwc: {}", error.message));
+                        item.body = Body::Unsupported(format!("fwc refuses `{statement}`: {}", error.message));
                         marked = true;
                     }
                 }
