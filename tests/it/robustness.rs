@@ -614,6 +614,32 @@ fn mutated_policies_compile_without_panic_or_hang_and_load_into_the_kernel() {
     );
 }
 
+/// The fuzzers' minimised corpora (fuzz/corpus/*) replay without a panic
+/// or a hang: every input that once reached new code stays covered.
+#[test]
+fn fuzz_corpus_replays_without_panic_or_hang() {
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (target, decode) in [("compile", false), ("compile_tokens", true)] {
+        let directory = repo_root().join("fuzz/corpus").join(target);
+        let Ok(entries) = std::fs::read_dir(&directory) else { continue };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|entry| entry.ok().map(|entry| entry.path())).collect();
+        paths.sort();
+        for path in paths {
+            let bytes = std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            let text =
+                if decode { harness::tokens_to_text(&bytes) } else { String::from_utf8_lossy(&bytes).into_owned() };
+            let (fs, queries) = harness::prepare(&text);
+            count += 1;
+            if let Err(error) = run_bounded(fs, queries, Avoid::KNOWN_BUGS) {
+                failures.push(format!("{}: {error}", path.display()));
+            }
+        }
+    }
+    assert!(count > 0, "no corpus under fuzz/corpus");
+    assert!(failures.is_empty(), "{} of {count} corpus inputs failed:\n{}", failures.len(), failures.join("\n"));
+}
+
 // ---------------------------------------------------------------- unit checks of the mutator
 
 #[test]
