@@ -212,6 +212,7 @@ struct Item {
 }
 
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // a few hundred items at most, moved rarely
 enum Body {
     Rule(FwRule),
     Unsupported(String),
@@ -678,8 +679,7 @@ impl<'a> Importer<'a> {
         let mut compiled = None;
         for _ in 0..10 {
             let (text, map) = self.render();
-            let fs = OneFile { path: PathBuf::from(NAME), text: text.clone() };
-            let compilation = crate::compile(&fs, Path::new(NAME), &[]).expect("the file is in memory");
+            let compilation = Lowering::of(NAME, &text);
             let errors: Vec<&crate::Diagnostic> = compilation.diagnostics.iter().filter(|d| d.is_error()).collect();
             if errors.is_empty() {
                 compiled = Some((text, compilation));
@@ -704,7 +704,7 @@ impl<'a> Importer<'a> {
             if !marked {
                 self.notes.push(format!(
                     "fwc reports errors in the imported policy:\n{}",
-                    compilation.render_diagnostics()
+                    crate::diagnostics::render(&compilation.sources, &compilation.diagnostics)
                 ));
                 compiled = Some((text, compilation));
                 break;
@@ -713,8 +713,7 @@ impl<'a> Importer<'a> {
         }
         let (policy, compilation) = compiled.unwrap_or_else(|| {
             let (text, _) = self.render();
-            let fs = OneFile { path: PathBuf::from(NAME), text: text.clone() };
-            (text.clone(), crate::compile(&fs, Path::new(NAME), &[]).expect("the file is in memory"))
+            (text.clone(), Lowering::of(NAME, &text))
         });
 
         let total = self.dumps.iter().map(|(_, dump)| dump.tables.iter().map(|table| table.rules.len()).sum::<usize>()).sum();
@@ -739,7 +738,7 @@ impl<'a> Importer<'a> {
                 }
             }
         }
-        let (identical, answers) = if compilation.has_errors() {
+        let (identical, answers) = if compilation.diagnostics.iter().any(crate::Diagnostic::is_error) {
             (0, 0)
         } else {
             let ruleset = &compilation.lowered.ruleset;
@@ -866,6 +865,26 @@ fn align(v4: Vec<Entry>, v6: Vec<Entry>) -> Vec<Item> {
         }
     }
     items
+}
+
+/// The policy lowered to rules: what `fwc build` writes, without the
+/// analyses a compilation runs on top (they warn; the import needs only
+/// the rules and the errors).
+struct Lowering {
+    sources: crate::Sources,
+    diagnostics: Vec<crate::Diagnostic>,
+    lowered: crate::lower::Lowered,
+}
+
+impl Lowering {
+    fn of(name: &str, text: &str) -> Lowering {
+        let fs = OneFile { path: PathBuf::from(name), text: text.to_string() };
+        let mut sources = crate::Sources::new();
+        let mut diagnostics = Vec::new();
+        let lowered = crate::lower::lower(&mut sources, &fs, Path::new(name), &[], &mut diagnostics)
+            .expect("the file is in memory");
+        Lowering { sources, diagnostics, lowered }
+    }
 }
 
 /// The policy, as the only file of a compilation.
