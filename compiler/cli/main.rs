@@ -133,7 +133,9 @@ fn main() -> ExitCode {
         Command::Build { policy, out, emit, no_test } => {
             let Some(compilation) = run_compile(&policy) else { return ExitCode::from(2) };
             let name = policy.policy.display().to_string();
-            let Some(outputs) = compilation.outputs(&name) else { return ExitCode::from(1) };
+            if compilation.has_errors() {
+                return ExitCode::from(1);
+            }
             if !no_test {
                 let failures: Vec<_> =
                     compilation.run_tests().into_iter().flat_map(|outcome| outcome.failures).collect();
@@ -143,13 +145,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             }
+            let ruleset = &compilation.lowered.ruleset;
             match emit {
                 Some(wanted) => {
+                    let outputs = fwc::emit::all(ruleset, &name);
                     let (_, text) = outputs.iter().find(|(file, _)| *file == wanted).expect("clap checked the name");
                     print!("{text}");
                 }
                 None => {
-                    if let Err(error) = write_outputs(&out, &outputs) {
+                    if let Err(error) = write_outputs(&out, ruleset, &name) {
                         eprintln!("error: cannot write to {}: {error}", out.display());
                         return ExitCode::from(2);
                     }
@@ -285,18 +289,25 @@ fn print_diagnostics(args: &PolicyArgs, compilation: &Compilation, diagnostics: 
     }
 }
 
-/// Writes each output next to the others, atomically per file.
-fn write_outputs(directory: &Path, outputs: &[(&str, String)]) -> std::io::Result<()> {
+/// Writes each output next to the others, atomically per file: into a
+/// temporary file as it is rendered, renamed into place at the end.
+fn write_outputs(directory: &Path, ruleset: &fwc::ir::Ruleset, policy_name: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(directory)?;
-    for (name, text) in outputs {
-        let path = directory.join(name);
-        let temporary = directory.join(format!(".{name}.tmp"));
-        std::fs::write(&temporary, text)?;
+    let names = fwc::emit::OUTPUT_NAMES;
+    let temporaries = names.map(|name| directory.join(format!(".{name}.tmp")));
+    let mut files = Vec::new();
+    for temporary in &temporaries {
+        files.push(std::fs::File::create(temporary)?);
+    }
+    let [v4, v6, sh, saved_v4, saved_v6] = files.as_mut_slice() else { unreachable!("one file per output") };
+    fwc::emit::write(ruleset, policy_name, &mut [v4 as &mut (dyn std::io::Write + Send), v6, sh, saved_v4, saved_v6])?;
+    drop(files);
+    for (name, temporary) in names.iter().zip(&temporaries) {
         if *name == "rules.sh" {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755))?;
+            std::fs::set_permissions(temporary, std::fs::Permissions::from_mode(0o755))?;
         }
-        std::fs::rename(&temporary, &path)?;
+        std::fs::rename(temporary, directory.join(name))?;
     }
     Ok(())
 }
