@@ -278,6 +278,39 @@ fn chains_keep_their_rules_and_callers() {
 }
 
 #[test]
+fn interfaces_follow_the_direction() {
+    let v4 = filter(
+        "ACCEPT ACCEPT ACCEPT",
+        &["unused"],
+        &[
+            "-A INPUT -i eth+ -p tcp -m tcp --dport 22 -j ACCEPT",
+            "-A INPUT ! -i lo -p tcp -m tcp --dport 23 -j DROP",
+            "-A FORWARD ! -i eth0 -o wg+ -j ACCEPT",
+            "-A FORWARD -o eth1 -j DROP",
+            "-A FORWARD -i any -j DROP",
+            "-A OUTPUT -o eth2 -p udp -m udp --dport 53 -j ACCEPT",
+            // A chain nobody enters reads `on` as a forward rule does.
+            "-A unused -o eth1 -j DROP",
+        ],
+    );
+    // Import only: fwc's analyses are not run on the policy here.
+    let imported = import::import(Some(&v4), None).unwrap();
+    assert_statements(
+        &imported,
+        &[
+            "allow in on eth+ tcp 22 ipv4",
+            "deny in on not lo tcp 23 ipv4",
+            "allow forward on not eth0 -> wg+ ipv4",
+            "deny forward on any -> eth1 ipv4",
+            "deny forward on \"any\" ipv4",
+            "allow out on eth2 udp 53 ipv4",
+            "deny on any -> eth1 ipv4",
+        ],
+    );
+    assert_eq!(imported.identical, imported.translated, "{}", imported.policy);
+}
+
+#[test]
 fn nat_rules_become_nat_statements() {
     let v4 = filter("ACCEPT ACCEPT ACCEPT", &[], &[])
         + &nat(&[
