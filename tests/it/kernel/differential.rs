@@ -210,8 +210,10 @@ pub struct Prediction {
 
 const TCP_SYN: u8 = 0x02;
 const TCP_SYN_ACK: u8 = 0x12;
+const TCP_ACK: u8 = 0x10;
 const TCP_PSH_ACK: u8 = 0x18;
 const TCP_RST_ACK: u8 = 0x14;
+const TCP_RST: u8 = 0x04;
 
 /// A packet of `probe`, client to server (`from_client`) or back, as the
 /// host's filter sees it on `interface`.
@@ -286,6 +288,8 @@ fn icmp_answer(rejected: &Packet) -> Packet {
 /// by `interface` (`eth0` to the peer; for the host's own packets `lo`,
 /// where it is seen in OUTPUT and again in INPUT).
 fn reset_answer(rejected: &Packet, direction: Direction, interface: &str) -> Packet {
+    // A reset answers a segment with ACK by itself, a SYN with RST,ACK.
+    let tcp_flags = if rejected.tcp_flags & TCP_ACK != 0 { TCP_RST } else { TCP_RST_ACK };
     Packet {
         family: rejected.family,
         direction,
@@ -298,7 +302,7 @@ fn reset_answer(rejected: &Packet, direction: Direction, interface: &str) -> Pac
         out_interface: (direction == Direction::Out).then(|| interface.to_string()),
         state: ConnectionState::Related,
         icmp_type: 0,
-        tcp_flags: TCP_RST_ACK,
+        tcp_flags,
         mac_source: None,
     }
 }
@@ -318,6 +322,7 @@ pub fn predict(program: &Program, probe: &Probe) -> Prediction {
         (Proto::Tcp, Kind::New) => vec![
             ("SYN", true, New, TCP_SYN),
             ("SYN-ACK", false, Established, TCP_SYN_ACK),
+            ("client ACK", true, Established, TCP_ACK),
             ("client data", true, Established, TCP_PSH_ACK),
             ("server answer", false, Established, TCP_PSH_ACK),
         ],
@@ -421,6 +426,27 @@ pub fn compile(text: &str) -> Result<Compiled, String> {
     };
     let outputs = outputs.into_iter().collect();
     Ok(Compiled { text: text.to_string(), compilation, outputs })
+}
+
+/// How long `fwc check` may take on a generated policy.
+const CHECK_LIMIT: Duration = Duration::from_secs(20);
+
+/// Like [`compile`], but first runs `fwc check` on the policy in a process
+/// of its own, so that a compiler that hangs or crashes fails the run with
+/// the policy instead of hanging or killing it.
+pub fn compile_guarded(text: &str) -> Result<Compiled, String> {
+    let directory = TempDir::new("diff-check");
+    let path = directory.write("policy.fw", text);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fwc"));
+    command.arg("check").arg(&path);
+    match run(&mut command, None, CHECK_LIMIT) {
+        Err(error) => return Err(format!("the compiler hangs: {error}")),
+        Ok(ran) if ran.status.code().map_or(true, |code| code > 1) => {
+            return Err(format!("the compiler crashes: `fwc check` {}:\n{}", ran.status, ran.stderr))
+        }
+        Ok(_) => {}
+    }
+    compile(text)
 }
 
 impl Compiled {
@@ -814,6 +840,7 @@ pub struct Lane {
     host_agent: Agent,
     peer_agent: Agent,
     conntrack: PathBuf,
+    nft: PathBuf,
 }
 
 /// What one policy's flows did.
@@ -826,6 +853,7 @@ pub struct Outcome {
 impl Lane {
     pub fn new() -> Lane {
         let conntrack = require("conntrack", "conntrack");
+        let nft = require("nft", "nftables");
         let host = Netns::new("diff-host");
         let peer = Netns::new("diff-peer");
         host.ip(&[
@@ -862,7 +890,7 @@ impl Lane {
         );
         let host_agent = Agent::spawn(&host);
         let peer_agent = Agent::spawn(&peer);
-        Lane { host, peer, host_agent, peer_agent, conntrack }
+        Lane { host, peer, host_agent, peer_agent, conntrack, nft }
     }
 
     fn namespace(&self, side: Side) -> &Netns {
@@ -901,6 +929,16 @@ impl Lane {
                 commands.push_str(&format!("route replace {} dev eth0\n", pool(side.other(), v6)));
             }
             ip_batch(self.namespace(side), &commands);
+        }
+    }
+
+    /// Removes every table, so that one policy's NAT table does not
+    /// outlive it (a restore replaces only the tables it names).
+    fn flush_tables(&self) {
+        let mut command = self.host.command(&self.nft);
+        command.args(["flush", "ruleset"]);
+        if let Err(error) = run_ok(&mut command, None, COMMAND_LIMIT) {
+            panic!("{error}");
         }
     }
 
@@ -944,6 +982,7 @@ impl Lane {
     pub fn run(&mut self, compiled: &Compiled, probes: &[Probe], deadline: Duration) -> Outcome {
         self.host_agent.reset();
         self.peer_agent.reset();
+        self.flush_tables();
         self.flush_conntrack();
         self.addresses(probes);
         let requests: Vec<(Side, Request)> = probes
@@ -1220,7 +1259,7 @@ fn count(probes: &[Probe], seen: &[Seen]) {
 fn check_policy(lane: &mut Lane, settings: &Settings, index: u64) -> (Vec<Finding>, usize) {
     let policy = generate::policy(settings.seed, index);
     let text = policy.text();
-    let compiled = match compile(&text) {
+    let compiled = match compile_guarded(&text) {
         Ok(compiled) => compiled,
         Err(diagnostics) => return (vec![Finding::Refused { index, text, diagnostics }], 0),
     };
@@ -1256,7 +1295,7 @@ pub fn shrink(lane: &mut Lane, policy: &GenPolicy, probe: &Probe, budget: Durati
     let started = Instant::now();
     let mut current = policy.clone();
     let still = |lane: &mut Lane, candidate: &GenPolicy| -> Option<String> {
-        let compiled = compile(&candidate.text()).ok()?;
+        let compiled = compile_guarded(&candidate.text()).ok()?;
         let outcome = lane.run(&compiled, std::slice::from_ref(probe), CONFIRM_DEADLINE);
         if !outcome.load_problems.is_empty() {
             return None;
@@ -1393,8 +1432,8 @@ pub fn run_differential(settings: &Settings) {
 /// Runs one fixed flow against one fixed policy (a regression case):
 /// panics with the full report if the kernel and the evaluator disagree.
 pub fn check_case(policy: &str, probes: &[&str]) {
-    let compiled =
-        compile(policy).unwrap_or_else(|diagnostics| panic!("the case does not compile:\n{diagnostics}\n{policy}"));
+    let compiled = compile_guarded(policy)
+        .unwrap_or_else(|diagnostics| panic!("the case does not compile:\n{diagnostics}\n{policy}"));
     let probes: Vec<Probe> = probes.iter().map(|text| Probe::parse(text)).collect();
     let mut batch = Batch::default();
     for probe in &probes {
