@@ -170,6 +170,7 @@ pub fn import_with(v4: Option<&str>, v6: Option<&str>, options: Options) -> Resu
         }
     }
     let mut importer = Importer::new(&dumps);
+    importer.resolve_gotos();
     importer.fold_logs();
     importer.check_interfaces();
     let mut fields = vec![Field::Icmp];
@@ -427,10 +428,55 @@ impl<'a> Importer<'a> {
                 sports: None,
                 icmp: None,
                 log: None,
+                goto: false,
             };
             let _ = direction;
             if let Some(section) = self.sections.iter_mut().find(|section| section.table == "filter" && section.chain == chain) {
                 section.items.push(Item { fams: Fams::of(accepting), body: Body::Rule(rule), originals: Vec::new(), note: Some(note) });
+            }
+        }
+    }
+
+    /// `-g CHAIN` goes to a chain and never comes back: when the chain ends
+    /// with a verdict for every packet and has no RETURN (nor gotos of its
+    /// own), nothing comes back from `-j CHAIN` either, so it is a `jump`.
+    /// Other gotos stay unsupported. Rules left out as unsupported do not
+    /// count: they are not in the import either way.
+    fn resolve_gotos(&mut self) {
+        let never_returns = |sections: &[Section], chain: &str, family: Family| -> bool {
+            let Some(section) = sections.iter().find(|section| section.table == "filter" && section.chain == chain) else {
+                return false;
+            };
+            let rules: Vec<&FwRule> = section
+                .items
+                .iter()
+                .filter(|item| item.fams.list().contains(&family))
+                .filter_map(|item| match &item.body {
+                    Body::Rule(rule) => Some(rule),
+                    Body::Unsupported(_) => None,
+                })
+                .collect();
+            !rules.iter().any(|rule| rule.goto || matches!(rule.target, Target::Return))
+                && rules.last().is_some_and(|rule| rule.unconditional_verdict())
+        };
+        let mut decisions = Vec::new();
+        for (index, section) in self.sections.iter().enumerate() {
+            for (position, item) in section.items.iter().enumerate() {
+                let Body::Rule(rule) = &item.body else { continue };
+                let (true, Target::Jump(chain)) = (rule.goto, &rule.target) else { continue };
+                let plain = item.fams.list().into_iter().all(|family| never_returns(&self.sections, chain, family));
+                decisions.push((index, position, chain.clone(), plain));
+            }
+        }
+        for (index, position, chain, plain) in decisions {
+            let item = &mut self.sections[index].items[position];
+            match (&mut item.body, plain) {
+                (Body::Rule(rule), true) => rule.goto = false,
+                (body, _) => {
+                    *body = Body::Unsupported(format!(
+                        "`-g {chain}` (goto) to a chain that can return: fwc's `jump` comes back to this chain, a goto does not"
+                    ))
+                }
             }
         }
     }

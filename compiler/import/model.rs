@@ -57,6 +57,8 @@ pub struct FwRule {
     pub sports: Option<Match<Vec<PortRange>>>,
     pub icmp: Option<Match<Vec<u8>>>,
     pub log: Option<LogPart>,
+    /// Still a `-g`: printed only once it is known to be a plain jump.
+    pub goto: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +81,7 @@ impl FwRule {
         let dports = base.destination_ports.take();
         let sports = base.source_ports.take();
         let icmp = base.icmp_type.take().map(|kind| Match { negated: kind.negated, value: vec![kind.value.kind] });
-        FwRule { target: parsed.target.clone(), base, source, destination, dports, sports, icmp, log: None }
+        FwRule { target: parsed.target.clone(), base, source, destination, dports, sports, icmp, log: None, goto: parsed.goto }
     }
 
     /// Everything but the address values: two rules with the same key, one
@@ -108,6 +110,19 @@ impl FwRule {
             }
         }
         merged
+    }
+
+    /// A verdict for every packet: ACCEPT, DROP or REJECT without matches.
+    pub fn unconditional_verdict(&self) -> bool {
+        let mut base = self.base.clone();
+        base.comment = None;
+        matches!(self.target, Target::Accept | Target::Drop | Target::Reject(_))
+            && base == Matches::default()
+            && self.source.is_none()
+            && self.destination.is_none()
+            && self.dports.is_none()
+            && self.sports.is_none()
+            && self.icmp.is_none()
     }
 
     fn without(&self, field: Field) -> FwRule {

@@ -20,6 +20,9 @@ pub struct Place<'a> {
 
 /// The statement for a rule, or why fwc cannot say it here.
 pub fn statement(rule: &FwRule, fams: Fams, place: &Place) -> Result<String, String> {
+    if rule.goto {
+        return Err("`-g` (goto)".to_string());
+    }
     let mut words: Vec<String> = Vec::new();
     let base = &rule.base;
     let action = match &rule.target {

@@ -12,6 +12,9 @@ use std::net::IpAddr;
 pub struct Parsed {
     pub matches: Matches,
     pub target: Target,
+    /// `-g CHAIN`: a jump that does not come back. The same as `-j CHAIN`
+    /// when the chain never returns; the caller decides.
+    pub goto: bool,
 }
 
 pub fn chain_ref(name: &str) -> ChainRef {
@@ -31,6 +34,7 @@ pub fn parse_rule(args: &[String], family: Family, table: Table, dump: &TableDum
     let mut matches = Matches::default();
     let mut modules: Vec<String> = Vec::new();
     let mut target: Option<Target> = None;
+    let mut goto = false;
     while let Some(word) = reader.next() {
         let mut negated = false;
         let mut word = word;
@@ -76,7 +80,17 @@ pub fn parse_rule(args: &[String], family: Family, table: Table, dump: &TableDum
                     return Err(format!("`{extra}` after the target's options"));
                 }
             }
-            "-g" | "--goto" => return Err("`-g` (goto): fwc jumps and returns".to_string()),
+            "-g" | "--goto" => {
+                let name = reader.value(word)?;
+                if negated || table != Table::Filter || !dump.is_user_chain(name) {
+                    return Err(format!("`-g {name}`"));
+                }
+                target = Some(Target::Jump(name.to_string()));
+                goto = true;
+                if let Some(extra) = reader.next() {
+                    return Err(format!("`{extra}` after the goto"));
+                }
+            }
             option if option.starts_with("--") => {
                 let Some(module) = modules.last() else { return Err(format!("option `{option}` outside a match")) };
                 let module = module.clone();
@@ -88,7 +102,7 @@ pub fn parse_rule(args: &[String], family: Family, table: Table, dump: &TableDum
     let target = target.ok_or("a rule without a target (`-j`)")?;
     check_modules(&modules, &matches)?;
     check_placement(&matches, &target, table, chain)?;
-    Ok(Parsed { matches, target })
+    Ok(Parsed { matches, target, goto })
 }
 
 const KNOWN_MODULES: &[&str] =

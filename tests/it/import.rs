@@ -391,6 +391,31 @@ fn what_fwc_cannot_say_stays_as_a_comment() {
 }
 
 #[test]
+fn gotos_to_chains_that_never_return_are_jumps() {
+    let v4 = filter(
+        "ACCEPT ACCEPT ACCEPT",
+        &["logdrop", "maybe", "reject"],
+        &[
+            "-A INPUT -p tcp -m tcp --dport 23 -g logdrop",
+            "-A INPUT -p tcp -m tcp --dport 24 -g maybe",
+            "-A INPUT -g reject",
+            "-A logdrop -m limit --limit 1/sec -j LOG --log-prefix \"dropped \"",
+            "-A logdrop -j DROP",
+            "-A maybe -s 198.18.0.0/24 -j DROP",
+            "-A reject -p tcp -j REJECT --reject-with tcp-reset",
+            "-A reject -j REJECT --reject-with icmp-host-prohibited",
+        ],
+    );
+    let imported = import::import(Some(&v4), None).unwrap();
+    assert_statements(&imported, &["jump in tcp 23 ipv4 to logdrop", "jump in ipv4 to reject-chain"]);
+    // `maybe` lets packets fall off its end: with -g they go to the policy,
+    // with a jump to the rule after the jump.
+    let kept = imported.unsupported.iter().find(|rule| rule.rule.contains("-g maybe")).expect("the goto to maybe is unsupported");
+    assert!(kept.reason.contains("can return"), "{}", kept.reason);
+    assert_eq!(imported.unsupported.len(), 1);
+}
+
+#[test]
 fn policies_that_differ_by_family_keep_their_meaning() {
     let v4 = filter("DROP ACCEPT ACCEPT", &[], &["-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"]);
     let v6 = filter("ACCEPT ACCEPT ACCEPT", &[], &["-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"]);
@@ -510,7 +535,9 @@ fn canonical(dump: &str, leave_out: &[String], rename: &HashMap<String, String>)
                 leave_out.remove(index);
                 continue;
             }
-            let args: Vec<String> = rule.args.iter().map(|arg| name(arg)).collect();
+            // A goto the import translated comes back as a jump (to a chain
+            // that never returns, where the two are the same).
+            let args: Vec<String> = rule.args.iter().map(|arg| if arg == "-g" { "-j".to_string() } else { name(arg) }).collect();
             rules.entry(name(&rule.chain)).or_default().push(match_order(&args));
         }
         let builtins: Vec<(String, String)> = table
