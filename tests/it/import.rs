@@ -638,7 +638,7 @@ struct Trip {
 impl Trip {
     fn report(&self) {
         eprintln!(
-            "import round trip {}: {} rules, {} translated ({} unsupported); exact: the {} translated rules come back as they were (fwc adds {} reject answers); folded: fwc build gives back {} unchanged, verdicts equal on {} packet classes",
+            "import round trip {}: {} rules, {} translated ({} unsupported); unfolded: the {} translated rules come back (up to the order of match modules, gotos as jumps, renamed chains), plus {} reject answers; folded: fwc build gives back {} unchanged, and the folded runs decide alike on all {} of their packet classes",
             self.name, self.total, self.translated, self.unsupported, self.translated, self.answers, self.identical, self.classes
         );
     }
