@@ -9,7 +9,12 @@
 //!   well under a second; a mutant without errors must then load with
 //!   iptables-restore and ip6tables-restore into a network namespace of its
 //!   own, without an error or a warning (needs root, like the kernel tests).
-//! - regression tests: one per bug the fuzzer or the proptest found.
+//! - `fuzz_corpus_replays_*`: the fuzzers' minimised corpora (fuzz/corpus)
+//!   run again, without a panic or a hang.
+//! - regression tests: one per bug the fuzzer or the proptest found. They
+//!   fail until the compiler is fixed; meanwhile the proptest and the
+//!   corpus replay step around those bugs (`harness::Avoid`,
+//!   [`known_kernel_bug`]) so that they keep finding new ones.
 //!
 //! Every run goes through `fuzz/src/harness.rs`, the same function the
 //! cargo-fuzz targets call (see docs/testing.md, "Fuzzing"), so a fuzzer
