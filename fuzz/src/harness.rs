@@ -165,10 +165,11 @@ pub struct Outcome {
     pub skipped: bool,
 }
 
-/// Bugs already reported whose inputs the fuzz targets step around, so that
-/// a run keeps finding new ones instead of the same one again. The
-/// integration tests do not step around them (robustness.rs has a failing
-/// regression test for each); remove an entry once its bug is fixed.
+/// Bugs already reported whose inputs the fuzz targets (and the proptest
+/// and corpus replay in tests/it/robustness.rs) step around, so that a run
+/// keeps finding new bugs instead of the same one again. Each has a
+/// regression test in robustness.rs that does not step around it and fails
+/// until it is fixed; remove the entry then.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Avoid {
     /// An interface wildcard whose prefix is "", "e", "et" or "eth" (`eth+`,
