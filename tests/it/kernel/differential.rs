@@ -925,9 +925,13 @@ impl Lane {
                     IpAddr::V6(v6) => commands.push_str(&format!("address add {v6}/128 dev eth0 nodad\n")),
                 }
             }
-            for v6 in [false, true] {
-                commands.push_str(&format!("route replace {} dev eth0\n", pool(side.other(), v6)));
-            }
+            // IPv6 through a gateway: on a plain on-link route the kernel
+            // takes the route's first address (fd00:18::) for a subnet
+            // anycast address and sends it no ICMPv6 errors, so a reject
+            // would not answer it. With no ARP the gateway needs no
+            // neighbour discovery.
+            commands.push_str(&format!("route replace {} dev eth0\n", pool(side.other(), false)));
+            commands.push_str(&format!("route replace {} via fe80::1 dev eth0 onlink\n", pool(side.other(), true)));
             ip_batch(self.namespace(side), &commands);
         }
     }
@@ -1128,6 +1132,64 @@ pub struct Mismatch {
     pub expect: Expect,
 }
 
+/// The language's promise about `stateful`, checked on the evaluator's
+/// packets (so on the IR itself, which kernel and evaluator share): once a
+/// stateful allow accepts a new flow's opener, no later packet of the flow
+/// — the client's further packets, the server's answers — falls to a
+/// chain's default policy. (A rule the user wrote may still stop them.)
+/// Rules with TCP flags are left out: `flags syn stateful` opens with SYN
+/// alone by design. A report when the promise is broken.
+pub fn stateful_gap(compiled: &Compiled, probe: &Probe) -> Option<String> {
+    if probe.kind != Kind::New {
+        return None;
+    }
+    let program = Program::new(compiled.ruleset());
+    let prediction = predict(&program, probe);
+    let first = prediction.steps.first()?;
+    let index = first.evaluation.rule?;
+    let rule = &compiled.ruleset().rules[index];
+    if first.evaluation.decision != Decision::Accept || rule.origin.derived.is_some() || rule.matches.tcp_flags.is_some()
+    {
+        return None;
+    }
+    let written = compiled.compilation.sources.text(rule.origin.span);
+    if !written.split_whitespace().any(|word| word == "stateful") {
+        return None;
+    }
+    let gap = prediction
+        .steps
+        .iter()
+        .skip(1)
+        .find(|step| step.evaluation.rule.is_none() && step.evaluation.decision == Decision::Drop)?;
+    let mismatch = Mismatch { probe: probe.clone(), seen: Seen::Silent("-".to_string()), expect: prediction.expect };
+    Some(format!(
+        "`{}` accepts the flow's opener, but its {} falls to the policy of {}:\n{}",
+        written.lines().next().unwrap_or("").trim(),
+        gap.label,
+        gap.evaluation.path[0],
+        report(compiled, &mismatch)
+    ))
+}
+
+/// Removes lines and clauses while `still` holds; the smallest policy.
+fn shrink_by(policy: &GenPolicy, budget: Duration, still: impl Fn(&Compiled) -> bool) -> GenPolicy {
+    let started = Instant::now();
+    let mut current = policy.clone();
+    'outer: loop {
+        for candidate in current.smaller() {
+            if started.elapsed() > budget {
+                break 'outer;
+            }
+            if compile_guarded(&candidate.text()).is_ok_and(|compiled| still(&compiled)) {
+                current = candidate;
+                continue 'outer;
+            }
+        }
+        break;
+    }
+    current
+}
+
 /// The flows whose outcome the evaluator does not predict.
 pub fn mismatches(compiled: &Compiled, probes: &[Probe], seen: &[Seen]) -> Vec<Mismatch> {
     let program = Program::new(compiled.ruleset());
@@ -1236,6 +1298,8 @@ enum Finding {
     Refused { index: u64, text: String, diagnostics: String },
     /// The rules did not load, or did not print as saved.
     Load { index: u64, text: String, problems: Vec<String> },
+    /// A stateful rule's flow falls to a default policy (see `stateful_gap`).
+    Stateful { index: u64, report: String },
     /// The kernel and the evaluator disagree (a report per flow).
     Mismatch { index: u64, policy: GenPolicy, probes: Vec<Probe>, reports: Vec<String> },
 }
@@ -1273,6 +1337,12 @@ fn check_policy(lane: &mut Lane, settings: &Settings, index: u64) -> (Vec<Findin
     if !problems.is_empty() {
         findings.push(Finding::Load { index, text: text.clone(), problems });
         return (findings, probes.len());
+    }
+    if let Some(probe) = probes.iter().find(|probe| stateful_gap(&compiled, probe).is_some()) {
+        let small = shrink_by(&policy, Duration::from_secs(60), |compiled| stateful_gap(compiled, probe).is_some());
+        let compiled = compile(&small.text()).expect("compiled while shrinking");
+        let report = stateful_gap(&compiled, probe).expect("held while shrinking");
+        findings.push(Finding::Stateful { index, report });
     }
     let found = mismatches(&compiled, &probes, &outcome.seen);
     if !found.is_empty() {
@@ -1381,7 +1451,7 @@ pub fn run_differential(settings: &Settings) {
         return;
     }
     let mut report_text = String::new();
-    let mut counts = [0usize; 3];
+    let mut counts = [0usize; 4];
     for finding in &findings {
         match finding {
             Finding::Refused { index, text, diagnostics } => {
@@ -1399,6 +1469,12 @@ pub fn run_differential(settings: &Settings) {
                         "=== policy #{index} does not load as saved:\n{}\npolicy:\n{text}\n",
                         problems.join("\n")
                     ));
+                }
+            }
+            Finding::Stateful { index, report } => {
+                counts[3] += 1;
+                if counts[3] <= 3 {
+                    report_text.push_str(&format!("=== policy #{index}, shrunk: {report}\n"));
                 }
             }
             Finding::Mismatch { index, probes, reports, .. } => {
@@ -1419,11 +1495,13 @@ pub fn run_differential(settings: &Settings) {
     let shrunk = shrunk.into_inner().unwrap_or_else(|p| p.into_inner());
     panic!(
         "differential run (seed {:#x}): {} policies refused by the compiler, {} not loading as saved, {} with flows \
-         the kernel and the evaluator disagree on\n\n{}\n=== minimal policies:\n{}",
+         the kernel and the evaluator disagree on, {} with stateful flows falling to a default policy\n\n{}\n=== \
+         minimal policies:\n{}",
         settings.seed,
         counts[0],
         counts[1],
         counts[2],
+        counts[3],
         report_text,
         shrunk.join("\n")
     );
