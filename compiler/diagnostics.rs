@@ -97,6 +97,7 @@ codes! {
     ReturnPath = "return-path", Warning, "an allow without `stateful` whose replies the other direction drops";
     Ipv6Gap = "ipv6-gap", Warning, "a service the policy opens over IPv4 only, in an otherwise dual-stack policy";
     Ipv4Gap = "ipv4-gap", Warning, "a service the policy opens over IPv6 only, in an otherwise dual-stack policy";
+    AnalysisIncomplete = "analysis-incomplete", Warning, "a policy too large or tangled for the order analysis within its budget";
     ConflictingRules = "conflicting-rules", Allow, "rules that overlap in part with different verdicts, where order decides (off unless enabled)";
 }
 

@@ -21,15 +21,24 @@ pub struct HostContext {
     pub ssh_port: Option<(u16, Span)>,
 }
 
-/// Whether any packet the constraint covers is allowed.
+/// Whether any packet the constraint covers is allowed. When the space is
+/// too large to enumerate, assumes it is (the checks then stay quiet).
 fn any_allowed(program: &Program, direction: Direction, constraint: &Constraint) -> bool {
     let mut allowed = false;
-    let _ = space::for_each_packet(program.ruleset, direction, constraint, |packet| {
+    let mut checked = 0usize;
+    let complete = space::for_each_packet(program.ruleset, direction, constraint, |packet| {
+        checked += 1;
         allowed = program.evaluate(packet).decision == Decision::Accept;
-        !allowed
+        !allowed && checked < PER_QUESTION
     });
-    allowed
+    allowed || complete.is_err() || checked >= PER_QUESTION
 }
+
+/// Packets one question may evaluate before the answer is taken as "yes".
+const PER_QUESTION: usize = 5_000;
+
+/// Rules the per-rule checks (return path, family gaps) look at, at most.
+const PER_RULE_CHECKS: usize = 500;
 
 pub fn host_checks(ruleset: &Ruleset, context: &HostContext) -> Vec<Diagnostic> {
     let program = Program::new(ruleset);
@@ -109,8 +118,11 @@ pub fn host_checks(ruleset: &Ruleset, context: &HostContext) -> Vec<Diagnostic> 
         }
     }
 
-    diagnostics.extend(return_paths(ruleset, &program, context));
-    diagnostics.extend(family_gaps(ruleset, &program, context));
+    // Per-rule questions are bounded so large policies still build fast.
+    if ruleset.rules.len() <= PER_RULE_CHECKS {
+        diagnostics.extend(return_paths(ruleset, &program, context));
+        diagnostics.extend(family_gaps(ruleset, &program, context));
+    }
 
     // unused chains, and chains jumped to that hold nothing.
     for chain in &ruleset.chains {

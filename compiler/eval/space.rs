@@ -36,18 +36,22 @@ pub struct Constraint {
 /// The largest number of packets one expectation may stand for.
 pub const LIMIT: usize = 2_000_000;
 
-/// A name for "any other interface": the first of eth0, eth1, … that no
-/// rule's interface (exact or wildcard) matches.
+/// A name for "any other interface": the first of eth0 … eth9, ens0 …,
+/// wan0 …, if0 … that no rule's interface (exact or wildcard) matches. When
+/// every candidate matches some pattern (`on +` matches all), there is no
+/// "other" class and any name stands for it.
 fn other_interface(patterns: &[&str]) -> String {
-    (0..)
-        .map(|n| format!("eth{n}"))
-        .find(|name| {
-            !patterns.iter().any(|pattern| match pattern.strip_suffix('+') {
-                Some(prefix) => name.starts_with(prefix),
-                None => name == pattern,
-            })
+    let matched = |name: &str| {
+        patterns.iter().any(|pattern| match pattern.strip_suffix('+') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == *pattern,
         })
-        .expect("some name is free")
+    };
+    ["eth", "ens", "wan", "if", "x"]
+        .iter()
+        .flat_map(|prefix| (0..10).map(move |n| format!("{prefix}{n}")))
+        .find(|name| !matched(name))
+        .unwrap_or_else(|| "eth0".to_string())
 }
 
 /// Enumerates one packet per class. Calls `visit` until it returns false.

@@ -218,3 +218,23 @@ fn shadowed_and_redundant_agree_with_brute_force() {
     assert!(cases >= 1000, "only {cases} random policies compiled; the generator needs fixing");
     assert!(disagreements.is_empty(), "{} disagreements over {compared} rules:\n{}", disagreements.len(), disagreements[..disagreements.len().min(5)].join("\n"));
 }
+
+/// A policy past the analysis limits says so, instead of taking minutes or
+/// staying silent; a small one is analysed in full.
+#[test]
+fn large_policies_say_the_analysis_did_not_finish() {
+    let mut text = String::from("policy in drop\n");
+    for index in 0..6000u32 {
+        text.push_str(&format!("allow in tcp {} from 198.18.{}.{} ipv4\n", 1000 + index % 5000, index / 250, index % 250));
+    }
+    let compilation = fwc::compile(&Memory(text), Path::new("random.fw"), &[]).expect("in memory");
+    let codes: Vec<fwc::Code> = compilation.diagnostics.iter().map(|diagnostic| diagnostic.code).collect();
+    assert!(codes.contains(&fwc::Code::AnalysisIncomplete), "{codes:?}");
+    assert!(!codes.contains(&fwc::Code::ShadowedRule), "{codes:?}");
+
+    let small = "policy in drop\nallow in tcp 22 stateful\nallow in tcp 22 stateful\n".to_string();
+    let compilation = fwc::compile(&Memory(small), Path::new("random.fw"), &[]).expect("in memory");
+    let codes: Vec<fwc::Code> = compilation.diagnostics.iter().map(|diagnostic| diagnostic.code).collect();
+    assert!(!codes.contains(&fwc::Code::AnalysisIncomplete), "{codes:?}");
+    assert!(codes.contains(&fwc::Code::ShadowedRule), "{codes:?}");
+}

@@ -157,7 +157,13 @@ fn every_code_has_a_case() {
             seen.extend(check(&path).1);
         }
     }
-    let missing: Vec<&str> = Code::ALL.iter().filter(|code| !seen.contains(code)).map(|code| code.name()).collect();
+    // analysis-incomplete needs thousands of rules: tests/it/analysis.rs
+    // shows it with a generated policy instead of a snapshot.
+    let missing: Vec<&str> = Code::ALL
+        .iter()
+        .filter(|code| !seen.contains(code) && **code != Code::AnalysisIncomplete)
+        .map(|code| code.name())
+        .collect();
     assert!(missing.is_empty(), "codes without a case in tests/cases: {}", missing.join(", "));
 }
 
