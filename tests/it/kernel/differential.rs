@@ -835,10 +835,11 @@ const OPEN: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT
 /// A host and a peer namespace joined by a veth pair, with an agent in
 /// each. Reused for many policies.
 pub struct Lane {
-    host: Netns,
-    peer: Netns,
+    // Agents first: they are killed before their namespaces are deleted.
     host_agent: Agent,
     peer_agent: Agent,
+    host: Netns,
+    peer: Netns,
     conntrack: PathBuf,
     nft: PathBuf,
 }
@@ -890,7 +891,7 @@ impl Lane {
         );
         let host_agent = Agent::spawn(&host);
         let peer_agent = Agent::spawn(&peer);
-        Lane { host, peer, host_agent, peer_agent, conntrack, nft }
+        Lane { host_agent, peer_agent, host, peer, conntrack, nft }
     }
 
     fn namespace(&self, side: Side) -> &Netns {
@@ -1148,7 +1149,9 @@ pub fn stateful_gap(compiled: &Compiled, probe: &Probe) -> Option<String> {
     let first = prediction.steps.first()?;
     let index = first.evaluation.rule?;
     let rule = &compiled.ruleset().rules[index];
-    if first.evaluation.decision != Decision::Accept || rule.origin.derived.is_some() || rule.matches.tcp_flags.is_some()
+    if first.evaluation.decision != Decision::Accept
+        || rule.origin.derived.is_some()
+        || rule.matches.tcp_flags.is_some()
     {
         return None;
     }

@@ -27,11 +27,12 @@ use std::time::Duration;
 const DEADLINE: Duration = Duration::from_secs(4);
 
 struct Router {
+    // Agents first: they are killed before their namespaces are deleted.
+    lan_agent: Agent,
+    wan_agent: Agent,
     _lan: Netns,
     router: Netns,
     _wan: Netns,
-    lan_agent: Agent,
-    wan_agent: Agent,
 }
 
 fn ip(namespace: &Netns, words: &str) {
@@ -77,7 +78,7 @@ impl Router {
         }
         let lan_agent = Agent::spawn(&lan);
         let wan_agent = Agent::spawn(&wan);
-        Router { _lan: lan, router, _wan: wan, lan_agent, wan_agent }
+        Router { lan_agent, wan_agent, _lan: lan, router, _wan: wan }
     }
 
     /// The router's live NAT and filter rules with counters, for messages.

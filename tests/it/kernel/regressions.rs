@@ -72,3 +72,20 @@ fn mac_in_a_chain_entered_from_out_is_refused_or_loads() {
     }
     check_case(policy, &["udp new in 198.18.0.5:40000 -> 198.19.0.1:8081"]);
 }
+
+/// Found by the generator, a bug of the test's own lab: a reject did not
+/// answer a peer whose address was the first of the host's route to the
+/// peer's pool (fd00:18::), because the kernel takes a plain on-link
+/// route's first address for a subnet anycast address and sends it no
+/// ICMPv6 errors. The lab now routes IPv6 through a gateway.
+#[test]
+fn a_reject_answers_the_first_address_of_the_peer_pool() {
+    check_case(
+        "reject in\n",
+        &[
+            "udp new in [fd00:18::]:40000 -> [fd00:19::1]:80",
+            "tcp new in [fd00:18::]:40001 -> [fd00:19::1]:81",
+            "udp new in 198.18.0.0:40000 -> 198.19.0.1:80",
+        ],
+    );
+}
