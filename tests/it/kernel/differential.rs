@@ -582,7 +582,7 @@ fn port_points(rng: &mut Rng, matched: Option<&Match<Vec<PortRange>>>) -> (Vec<u
 
 /// A packet the planner wants to see in some flow.
 #[derive(Clone, Debug)]
-struct Target1 {
+struct Aim {
     proto: Proto,
     /// The side the packet comes from.
     from: Side,
@@ -595,7 +595,7 @@ struct Target1 {
 /// Probes for a policy: boundaries around every rule, then random flows.
 pub fn plan(ruleset: &Ruleset, rng: &mut Rng, count: usize) -> Vec<Probe> {
     let directions = chain_directions(ruleset);
-    let mut wanted: Vec<(Target1, Option<Vec<ConnectionState>>)> = Vec::new();
+    let mut wanted: Vec<(Aim, Option<Vec<ConnectionState>>)> = Vec::new();
     for rule in ruleset.rules.iter().filter(|rule| rule.table == Table::Filter) {
         let Some(sides) = directions.get(&(rule.family, rule.chain.name().to_string())) else { continue };
         let sides: Vec<Side> = sides.iter().copied().collect();
@@ -626,7 +626,7 @@ pub fn plan(ruleset: &Ruleset, rng: &mut Rng, count: usize) -> Vec<Probe> {
                 })
                 .collect::<Vec<_>>()
         });
-        let base = Target1 {
+        let base = Aim {
             proto,
             from,
             source: *rng.pick(&sources_in),
@@ -720,7 +720,7 @@ enum Role {
     Preopened,
 }
 
-fn from_target(target: &Target1, role: Role) -> Probe {
+fn from_target(target: &Aim, role: Role) -> Probe {
     let (opener, client, client_port, server, server_port) = match role {
         Role::Opener | Role::Preopened => {
             (target.from, target.source, target.source_port, target.destination, target.destination_port)

@@ -901,7 +901,7 @@ impl Gen {
     }
 }
 
-/// A readable name for an address the planner gives to a namespace.
+/// Whether an address is in the pool of `side`.
 pub fn in_pool(side: Side, address: IpAddr) -> bool {
     pool(side, address.is_ipv6()).contains(&address)
 }
