@@ -84,6 +84,7 @@ codes! {
     MisplacedClause = "misplaced-clause", Error, "a part of a rule that does not fit its action or direction";
     DirectionConflict = "direction-conflict", Error, "a chain whose rules need one direction, jumped to from several";
     ChainCycle = "chain-cycle", Error, "chains that jump to each other in a loop";
+    ChainTooDeep = "chain-too-deep", Error, "jumps nested deeper than the kernel's 16 levels";
     TestFailed = "test-failed", Error, "an `expect` that some packet it covers does not meet";
     BadPacket = "bad-packet", Error, "an `expect` line or a query that describes no packet, or too many";
     ShadowedRule = "shadowed-rule", Warning, "a rule no packet reaches: earlier rules decide all its packets";

@@ -66,8 +66,9 @@ pub fn host_checks(ruleset: &Ruleset, context: &HostContext) -> Vec<Diagnostic> 
             if let Some((_, span)) = context.ssh_port {
                 diagnostic = diagnostic.secondary(span, "the management port");
             }
+            let module = if port == 22 { " or `use ssh-in`" } else { "" };
             diagnostics.push(diagnostic.note(format!(
-                "allow it, e.g. `allow in tcp {port} from $admins stateful` or `use ssh-in`; on a host without sshd, `ignore lockout \"reason\"`"
+                "allow it, e.g. `allow in tcp {port} from $admins stateful`{module}; on a host without sshd, `ignore lockout \"reason\"`"
             )));
         }
     }

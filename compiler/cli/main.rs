@@ -82,10 +82,10 @@ struct PolicyArgs {
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_param)]
     params: Vec<(String, String)>,
     /// Allow CODE: do not report it (repeatable)
-    #[arg(short = 'A', value_name = "CODE", value_parser = parse_code)]
+    #[arg(short = 'A', value_name = "CODE", value_parser = parse_single_code)]
     allow: Vec<String>,
     /// Warn on CODE, e.g. -W conflicting-rules, which is off by default
-    #[arg(short = 'W', value_name = "CODE", value_parser = parse_code)]
+    #[arg(short = 'W', value_name = "CODE", value_parser = parse_single_code)]
     warn: Vec<String>,
     /// Deny CODE: report it as an error; `-D warnings` for every warning
     #[arg(short = 'D', value_name = "CODE", value_parser = parse_code)]
@@ -111,6 +111,13 @@ impl PolicyArgs {
             options.levels.set(None, fwc::Level::Deny);
         }
         options
+    }
+}
+
+fn parse_single_code(text: &str) -> Result<String, String> {
+    match fwc::Code::from_name(text) {
+        Some(_) => Ok(text.to_string()),
+        None => Err("not a diagnostic code (docs/diagnostics.md lists them); only -D takes `warnings`".to_string()),
     }
 }
 

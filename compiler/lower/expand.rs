@@ -221,7 +221,9 @@ impl ChainTable {
             }
         }
         let mut table = ChainTable { directions, replies: HashMap::new(), duplicate };
-        table.check_cycles(&edges, diagnostics);
+        if table.check_cycles(&edges, diagnostics) {
+            table.check_depth(&edges, diagnostics);
+        }
         // A chain has replies if a rule in it is stateful or jumps to one that has.
         for chain in chains {
             table.replies.entry(chain.name.value.clone()).or_insert(false);
@@ -257,7 +259,44 @@ impl ChainTable {
         table
     }
 
-    fn check_cycles(&self, edges: &[(Option<&str>, &str, &ResolvedRule)], diagnostics: &mut Vec<Diagnostic>) {
+    /// The kernel keeps 16 levels of jumps: a built-in chain and 15 user
+    /// chains below it load, one more does not ("Too many links").
+    fn check_depth(&self, edges: &[(Option<&str>, &str, &ResolvedRule)], diagnostics: &mut Vec<Diagnostic>) {
+        const MAX_DEPTH: usize = 15;
+        // Depth of each chain: the longest path of jumps from a built-in chain.
+        let mut depth: HashMap<&str, usize> = HashMap::new();
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for (from, to, rule) in edges {
+                let parent = match from {
+                    None => 0,
+                    Some(from) => match depth.get(from) {
+                        Some(depth) => *depth,
+                        None => continue,
+                    },
+                };
+                let candidate = parent + 1;
+                if depth.get(to).is_none_or(|current| *current < candidate) {
+                    depth.insert(to, candidate);
+                    changed = true;
+                    if candidate == MAX_DEPTH + 1 {
+                        let span = rule.jump.as_ref().map_or(rule.span, |target| target.span);
+                        diagnostics.push(
+                            Diagnostic::new(Code::ChainTooDeep, format!("chain `{to}` is {candidate} jumps deep"))
+                                .primary(span, "one level too many")
+                                .note("the kernel follows at most 15 nested jumps below a built-in chain; flatten some chains"),
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports jump loops; true when there are none.
+    fn check_cycles(&self, edges: &[(Option<&str>, &str, &ResolvedRule)], diagnostics: &mut Vec<Diagnostic>) -> bool {
+        let before = diagnostics.len();
         // Depth-first search; a back edge closes a loop.
         let mut state: HashMap<&str, u8> = HashMap::new(); // 1 = on stack, 2 = done
         fn visit<'a>(
@@ -293,6 +332,7 @@ impl ChainTable {
                 visit(node, edges, &mut state, diagnostics);
             }
         }
+        diagnostics.len() == before
     }
 
     fn has_replies(&self, chain: &str) -> bool {
@@ -424,7 +464,7 @@ impl Placer<'_> {
                     "this rule's `on` means different things in the directions its chain is used in",
                 )
                 .primary(on.span, format!("the chain is entered from {}", names.join(" and ")))
-                .note("give the rule its direction (`allow in on eth0 …`), or use separate chains"),
+                .note("use one chain per direction, or leave `on` out of rules in a chain shared by in and out"),
             );
             return None;
         }

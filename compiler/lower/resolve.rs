@@ -404,16 +404,18 @@ impl Resolver<'_> {
         });
         let limit = options.limit.as_ref().and_then(|limit| self.limit(limit));
         let log_rate = options.rate.as_ref().and_then(|rate| self.limit(rate));
-        self.check_strings(options);
+        self.check_strings(options, rule.log_prefix.as_ref());
         self.check_action(rule, &protocols);
         let source_ports = rule.source_ports.as_ref().and_then(|ports| self.source_ports(ports, &protocols));
         let tcp_flags = rule.flags.as_ref().and_then(|flags| self.tcp_flags(flags, &protocols));
         let mac_source = rule.mac.as_ref().and_then(|mac| self.mac(mac, rule));
         let reject_with = rule.reject_with.as_ref().and_then(|kind| self.reject_with(kind, rule, &protocols));
         let nat = self.nat(rule, &protocols);
-        let mut log = options.log.as_ref().map(|log| log.prefix.as_ref().map(|prefix| prefix.value.clone()));
+        // An empty prefix is no prefix (iptables refuses an empty one).
+        let prefix_text = |prefix: &Spanned<String>| Some(prefix.value.clone()).filter(|text| !text.is_empty());
+        let mut log = options.log.as_ref().map(|log| log.prefix.as_ref().and_then(prefix_text));
         if rule.action.value == Action::Log {
-            log = Some(rule.log_prefix.as_ref().map(|prefix| prefix.value.clone()));
+            log = Some(rule.log_prefix.as_ref().and_then(prefix_text));
         }
 
         let mut families = self.families(rule, &protocols, &sources, &destinations);
@@ -432,7 +434,7 @@ impl Resolver<'_> {
                     self.diagnostics.push(
                         Diagnostic::new(Code::FamilyConflict, "IPv6 has no such reject answer")
                             .primary(rule.reject_with.as_ref().expect("set").span, "IPv4 only")
-                            .note("IPv6 answers with no-route, host-unreachable, port-unreachable, admin-prohibited or tcp-reset"),
+                            .note("IPv6 answers with net-unreachable, host-unreachable, port-unreachable, admin-prohibited or tcp-reset"),
                     );
                 } else if found.contains(&Family::V6) && rule.options.ipv4.is_none() {
                     self.diagnostics.push(
@@ -767,7 +769,7 @@ impl Resolver<'_> {
         );
     }
 
-    fn check_strings(&mut self, options: &ast::RuleOptions) {
+    fn check_strings(&mut self, options: &ast::RuleOptions, rule_log_prefix: Option<&Spanned<String>>) {
         if let Some(comment) = &options.comment {
             if comment.value.len() > 255 {
                 self.diagnostics.push(
@@ -783,7 +785,8 @@ impl Resolver<'_> {
                 );
             }
         }
-        if let Some(prefix) = options.log.as_ref().and_then(|log| log.prefix.as_ref()) {
+        let statement_prefix = rule_log_prefix;
+        if let Some(prefix) = options.log.as_ref().and_then(|log| log.prefix.as_ref()).or(statement_prefix) {
             if prefix.value.len() > 29 {
                 self.diagnostics.push(
                     Diagnostic::new(
