@@ -1530,6 +1530,29 @@ pub fn check_case(policy: &str, probes: &[&str]) {
     }
 }
 
+/// A regression case for the language's promise rather than for the
+/// evaluator: every flow is answered by the kernel (so a stateful rule's
+/// replies get through), and the evaluator agrees.
+pub fn check_answered(policy: &str, probes: &[&str]) {
+    let compiled = compile_guarded(policy)
+        .unwrap_or_else(|diagnostics| panic!("the case does not compile:\n{diagnostics}\n{policy}"));
+    let probes: Vec<Probe> = probes.iter().map(|text| Probe::parse(text)).collect();
+    let mut lane = Lane::new();
+    let outcome = lane.run(&compiled, &probes, CONFIRM_DEADLINE);
+    assert!(outcome.load_problems.is_empty(), "the case does not load:\n{}", outcome.load_problems.join("\n"));
+    let failures: Vec<String> = probes
+        .iter()
+        .zip(&outcome.seen)
+        .filter(|(_, seen)| !matches!(seen, Seen::Answered(_)))
+        .map(|(probe, seen)| {
+            let expect = predict(&Program::new(compiled.ruleset()), probe).expect;
+            let mismatch = Mismatch { probe: probe.clone(), seen: seen.clone(), expect };
+            format!("this flow should be answered:\n{}", report(&compiled, &mismatch))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn the_kernel_and_the_evaluator_agree_on_random_policies() {
     run_differential(&Settings::from_env());

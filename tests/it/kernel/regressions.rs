@@ -9,7 +9,7 @@
 //! opened by the peer (addresses in 198.18.0.0/16 and fd00:18::/32) and
 //! `out` flows by the host (198.19.0.0/16, fd00:19::/32).
 
-use super::differential::{check_case, compile_guarded};
+use super::differential::{check_answered, check_case, compile_guarded};
 
 /// Found by the generator's first run: `to not ADDRESS` is a syntax error,
 /// because the parser takes `to not` for a jump to a chain named `not`.
@@ -87,5 +87,44 @@ fn a_reject_answers_the_first_address_of_the_peer_pool() {
             "tcp new in [fd00:18::]:40001 -> [fd00:19::1]:81",
             "udp new in 198.18.0.0:40000 -> 198.19.0.1:80",
         ],
+    );
+}
+
+/// Found by the differential test's stateful check (FWC_DIFF_SEED=
+/// 0x18eb67b22d9f23b2, policy #260): a conditional `return` before a
+/// stateful rule in a chain is mirrored into the `.reply` companion without
+/// its `mac` match (replies carry no MAC in OUTPUT), so the mirror is
+/// `-A web.reply -m conntrack --ctstate ESTABLISHED -j RETURN`: every reply
+/// returns, and the stateful rule's replies fall to `policy out drop`. The
+/// kernel and the evaluator agree — the IR itself breaks the promise that a
+/// stateful rule works alone.
+#[test]
+fn a_mac_return_before_a_stateful_rule_keeps_its_replies() {
+    check_answered(
+        "policy out drop\n\
+         chain web {\n\
+         \x20   return mac 02:00:00:00:00:02\n\
+         \x20   allow tcp 80 stateful\n\
+         }\n\
+         jump in to web\n",
+        &["tcp new in 198.18.0.5:40000 -> 198.19.0.1:80", "tcp new in [fd00:18::5]:40000 -> [fd00:19::1]:80"],
+    );
+}
+
+/// Found with the one above (policy #1015): a `return state not new` before
+/// a stateful rule is mirrored as `-A web.reply -m conntrack --ctstate
+/// ESTABLISHED -j RETURN` — the mirror replaces the states, and every
+/// reply is ESTABLISHED — so every reply returns and falls to `policy in
+/// drop`, though the opener (NEW) was not returned and was accepted.
+#[test]
+fn a_state_return_before_a_stateful_rule_keeps_its_replies() {
+    check_answered(
+        "policy in drop\n\
+         chain web {\n\
+         \x20   return state not new\n\
+         \x20   allow tcp 80 stateful\n\
+         }\n\
+         jump out to web\n",
+        &["tcp new out 198.19.0.1:40000 -> 198.18.0.5:80", "tcp new out [fd00:19::1]:40000 -> [fd00:18::5]:80"],
     );
 }
