@@ -68,6 +68,14 @@ pub fn place(resolved: &Resolved, diagnostics: &mut Vec<Diagnostic>) -> Ruleset 
                 );
                 continue;
             }
+            if rule.mac_source.is_some() && directions.contains(&Direction::Out) {
+                placer.diagnostics.push(
+                    Diagnostic::new(Code::MisplacedClause, "`mac` in a chain entered from `out`")
+                        .primary(rule.span, "the kernel allows a MAC match only on arriving packets")
+                        .note("use the chain from `in` and `forward` only, or move the rule out of it"),
+                );
+                continue;
+            }
             if let Some(direction) = &rule.direction {
                 let others: Vec<&str> =
                     directions.iter().filter(|d| **d != direction.value).map(|d| d.keyword()).collect();
@@ -673,6 +681,13 @@ impl Placer<'_> {
     /// returns the replies of what it returned.
     fn mirror_return(&mut self, rule: &ResolvedRule, placement: &Placement) {
         let Some(reply_chain) = placement.reply_chain.clone() else { return };
+        // Replies carry no MAC of the opener, their own state and their own
+        // TCP flags: a return on those has no faithful mirror, and mirroring
+        // it without them would return every reply. Such a return gets no
+        // mirror; the replies of its flows stay with the reply rules.
+        if rule.mac_source.is_some() || rule.states.is_some() || rule.tcp_flags.is_some() {
+            return;
+        }
         let start = self.rules.len();
         let mut scratch = Placer { chains: self.chains, rules: Vec::new(), diagnostics: &mut Vec::new() };
         scratch.expand(rule, &Placement { chain: placement.chain.clone(), directions: placement.directions.clone(), reply_chain: None });

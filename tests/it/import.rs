@@ -537,7 +537,17 @@ fn canonical(dump: &str, leave_out: &[String], rename: &HashMap<String, String>)
             }
             // A goto the import translated comes back as a jump (to a chain
             // that never returns, where the two are the same).
-            let args: Vec<String> = rule.args.iter().map(|arg| if arg == "-g" { "-j".to_string() } else { name(arg) }).collect();
+            let mut args: Vec<String> = rule.args.iter().map(|arg| if arg == "-g" { "-j".to_string() } else { name(arg) }).collect();
+            // `-m state --state X` is the older spelling of `-m conntrack
+            // --ctstate X`: the same match, which fwc writes the newer way.
+            for index in 0..args.len() {
+                if args[index] == "--state" {
+                    args[index] = "--ctstate".to_string();
+                }
+                if args[index] == "state" && index > 0 && args[index - 1] == "-m" {
+                    args[index] = "conntrack".to_string();
+                }
+            }
             rules.entry(name(&rule.chain)).or_default().push(match_order(&args));
         }
         let builtins: Vec<(String, String)> = table
