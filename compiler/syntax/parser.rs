@@ -20,12 +20,163 @@ type Node<'a> = Pair<'a, G>;
 
 /// Parses one file. A syntax error yields no tree and one diagnostic;
 /// otherwise the tree comes with any duplicate-part diagnostics.
+///
+/// The file is parsed a piece at a time (`policy_chunk`: up to 64 lines),
+/// each piece turned into its AST before the next is parsed, so pest's
+/// token queue never holds more than one piece. A parse at a position
+/// depends only on the text from there on, so this accepts exactly what
+/// `policy_file` accepts, with the same trees. Only when a piece fails is
+/// the whole file parsed again with `policy_file`, for the very error it
+/// reports.
+///
+/// A long file is cut into segments, one per core, each parsed from its
+/// first line on a thread of its own. Where a segment starts need not be
+/// where a statement starts (it could be inside a chain): the parse from
+/// the start of the file decides. Once it reaches a statement that a
+/// segment's parse also found at that very position, the rest of that
+/// segment is the same parse, and is taken as it is; where it reaches none,
+/// it goes on by itself. The result never depends on the threads.
 pub fn parse_file(file: FileId, text: &str) -> (Option<File>, Vec<Diagnostic>) {
+    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    let segments = cores.min(text.len() / SEGMENT_MIN).max(1);
+    let mut starts: Vec<usize> = (0..segments).map(|index| segment_start(text, text.len() * index / segments)).collect();
+    starts.dedup();
+    let limit = |index: usize| starts.get(index + 1).copied().unwrap_or(usize::MAX);
+    let (mut parse, mut others): (Segment, Vec<Segment>) = std::thread::scope(|scope| {
+        let threads: Vec<_> = (1..starts.len())
+            .map(|index| {
+                let (start, limit) = (starts[index], limit(index));
+                scope.spawn(move || parse_segment(file, text, start, limit))
+            })
+            .collect();
+        // The parse from the start of the file, which the others join.
+        let parse = parse_segment(file, text, 0, limit(0));
+        let others = threads.into_iter().map(|thread| thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        (parse, others.collect())
+    });
+    for (index, segment) in others.iter_mut().enumerate() {
+        let split = starts[index + 1];
+        // Statements of `parse` before this one were looked up already.
+        let mut unchecked = parse.starts.partition_point(|start| *start < split);
+        while parse.stop == Stop::Limit {
+            let common = (unchecked..parse.starts.len())
+                .find_map(|position| Some((position, segment.starts.binary_search(&parse.starts[position]).ok()?)));
+            if let Some((position, from)) = common {
+                parse.take_over(position, segment, from);
+                break;
+            }
+            unchecked = parse.starts.len();
+            // No common statement yet: go on, as long as one may come.
+            match segment.starts.last() {
+                Some(last) if parse.end <= *last => parse.next_piece(file, text),
+                _ => break,
+            }
+        }
+    }
+    while parse.stop == Stop::Limit {
+        parse.next_piece(file, text);
+    }
+    if parse.stop == Stop::Error {
+        return parse_whole_file(file, text);
+    }
+    let diagnostics = parse.diagnostics.into_iter().map(|(_, diagnostic)| diagnostic).collect();
+    (Some(File { statements: parse.statements }), diagnostics)
+}
+
+/// Files of at least this many bytes per core are parsed in parallel.
+const SEGMENT_MIN: usize = 64 * 1024;
+
+/// Where a segment starting near `at` starts: at the next line that starts
+/// with a letter, as statements do. Any position would be correct.
+fn segment_start(text: &str, at: usize) -> usize {
+    if at == 0 {
+        return 0;
+    }
+    let bytes = text.as_bytes();
+    (at..bytes.len())
+        .find(|&position| bytes[position - 1] == b'\n' && bytes[position].is_ascii_alphabetic())
+        .unwrap_or(bytes.len())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// Parsed past the segment's end; more may follow.
+    Limit,
+    /// Reached the end of the file.
+    End,
+    /// The piece at `end` has a syntax error.
+    Error,
+}
+
+/// The top-level statements parsed from a position on, up to where it
+/// stopped: where each starts, and what building each reported.
+struct Segment {
+    statements: Vec<Statement>,
+    starts: Vec<usize>,
+    /// By the index of the statement that reported it.
+    diagnostics: Vec<(usize, Diagnostic)>,
+    end: usize,
+    stop: Stop,
+}
+
+/// Parses from `start` until past `limit`, the end of the file, or an error.
+fn parse_segment(file: FileId, text: &str, start: usize, limit: usize) -> Segment {
+    let mut segment =
+        Segment { statements: Vec::new(), starts: Vec::new(), diagnostics: Vec::new(), end: start, stop: Stop::Limit };
+    while segment.stop == Stop::Limit && segment.end < limit {
+        segment.next_piece(file, text);
+    }
+    segment
+}
+
+impl Segment {
+    /// Parses the piece at `end`.
+    fn next_piece(&mut self, file: FileId, text: &str) {
+        let offset = self.end;
+        let Ok(mut pairs) = Grammar::parse(G::policy_chunk, &text[offset..]) else {
+            self.stop = Stop::Error;
+            return;
+        };
+        let piece = pairs.next().expect("policy_chunk yields one pair");
+        self.end = offset + piece.as_span().end();
+        let mut builder = Builder { file, base: offset, diagnostics: Vec::new() };
+        for node in piece.into_inner() {
+            if node.as_rule() == G::EOI {
+                self.stop = Stop::End;
+            }
+            let start = offset + node.as_span().start();
+            if let Some(statement) = builder.statement(node) {
+                let index = self.statements.len();
+                self.diagnostics.extend(builder.diagnostics.drain(..).map(|diagnostic| (index, diagnostic)));
+                self.statements.push(statement);
+                self.starts.push(start);
+            }
+        }
+    }
+
+    /// Keeps the first `position` statements, then `other`'s from `from`:
+    /// the same parse from there on.
+    fn take_over(&mut self, position: usize, other: &mut Segment, from: usize) {
+        self.statements.truncate(position);
+        self.starts.truncate(position);
+        let kept = self.diagnostics.partition_point(|(index, _)| *index < position);
+        self.diagnostics.truncate(kept);
+        self.statements.extend(other.statements.drain(from..));
+        self.starts.extend(other.starts.drain(from..));
+        let first = other.diagnostics.partition_point(|(index, _)| *index < from);
+        self.diagnostics.extend(other.diagnostics.drain(first..).map(|(index, diagnostic)| (index - from + position, diagnostic)));
+        self.end = other.end;
+        self.stop = other.stop;
+    }
+}
+
+/// [`parse_file`] in one pest call: how a syntax error is found.
+fn parse_whole_file(file: FileId, text: &str) -> (Option<File>, Vec<Diagnostic>) {
     let parsed = match Grammar::parse(G::policy_file, text) {
         Ok(mut pairs) => pairs.next().expect("policy_file always yields one pair"),
         Err(error) => return (None, vec![syntax_error(file, text, error)]),
     };
-    let mut builder = Builder { file, diagnostics: Vec::new() };
+    let mut builder = Builder { file, base: 0, diagnostics: Vec::new() };
     let statements = builder.statements(parsed.into_inner());
     (Some(File { statements }), builder.diagnostics)
 }
@@ -35,7 +186,7 @@ pub fn parse_value(file: FileId, text: &str) -> Result<Value, Diagnostic> {
     let mut pairs = Grammar::parse(G::value_input, text)
         .map_err(|error| syntax_error(file, text, error))?;
     let value = pairs.next().and_then(|input| input.into_inner().next()).expect("value_input");
-    let mut builder = Builder { file, diagnostics: Vec::new() };
+    let mut builder = Builder { file, base: 0, diagnostics: Vec::new() };
     Ok(builder.value(value))
 }
 
@@ -45,7 +196,7 @@ pub fn parse_packet(file: FileId, text: &str) -> Result<PacketQuery, Diagnostic>
     let input = pairs.next().expect("packet_input");
     let span = input.as_span();
     // Reuse `expect`'s reading: a verdict-less expect line.
-    let mut builder = Builder { file, diagnostics: Vec::new() };
+    let mut builder = Builder { file, base: 0, diagnostics: Vec::new() };
     let mut parts = input.into_inner();
     let direction = builder.direction(parts.next().expect("direction"));
     let mut query = PacketQuery { direction, on: None, protocol: None, from: None, to: None, state: None };
@@ -85,13 +236,15 @@ pub fn parse_packet(file: FileId, text: &str) -> Result<PacketQuery, Diagnostic>
 
 struct Builder {
     file: FileId,
+    /// Where the text pest sees starts in the file.
+    base: usize,
     diagnostics: Vec<Diagnostic>,
 }
 
 impl Builder {
     fn span(&self, node: &Node) -> Span {
         let span = node.as_span();
-        Span::new(self.file, span.start(), span.end())
+        Span::new(self.file, self.base + span.start(), self.base + span.end())
     }
 
     fn spanned_str(&self, node: &Node) -> Spanned<String> {
