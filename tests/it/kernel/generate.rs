@@ -574,11 +574,10 @@ impl Gen {
         self.addresses_maybe_negated(side, fams, true)
     }
 
-    /// `to not ADDRESS` does not parse yet (the parser reads `to not` as a
-    /// jump to chain `not`; see regressions.rs), so `to` is never negated
-    /// until that is fixed, so that the run keeps testing everything else.
+    /// `to` values, negated too (`to not ADDRESS` parses since the fix
+    /// regressions.rs pins).
     fn to_addresses(&mut self, side: Side, fams: Fams) -> String {
-        self.addresses_maybe_negated(side, fams, false)
+        self.addresses_maybe_negated(side, fams, true)
     }
 
     fn addresses_maybe_negated(&mut self, side: Side, fams: Fams, negatable: bool) -> String {
@@ -639,11 +638,13 @@ impl Gen {
         format!("{}{}", if negated { "not " } else { "" }, items.join(", "))
     }
 
-    /// Interfaces, named, negated, quoted. Not the wildcards `eth+` and
-    /// `e+` while the compiler hangs on them (see regressions.rs).
+    /// Interfaces: named, negated, quoted, wildcards.
     fn interface(&mut self) -> String {
-        (*self.rng.pick(&["eth0", "eth0", "not eth0", "lo", "not lo", "eth1", "not eth1", "\"eth0\"", "veth0"]))
-            .to_string()
+        (*self.rng.pick(&[
+            "eth0", "eth0", "not eth0", "eth+", "e+", "not eth+", "lo", "not lo", "eth1", "not eth1", "\"eth0\"",
+            "veth0",
+        ]))
+        .to_string()
     }
 
     fn state(&mut self) -> String {

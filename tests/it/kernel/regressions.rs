@@ -14,7 +14,7 @@ use super::differential::{check_answered, check_case, compile_guarded};
 /// Found by the generator's first run: `to not ADDRESS` is a syntax error,
 /// because the parser takes `to not` for a jump to a chain named `not`.
 /// LANGUAGE.md allows `not` before any match value, and `from not …`
-/// works. (Generated policies avoid `to not` until this is fixed.)
+/// works. (Fixed; generated policies avoided `to not` until then.)
 #[test]
 fn a_negated_destination_parses_and_matches_every_other_address() {
     check_case(
@@ -35,8 +35,8 @@ fn a_negated_destination_parses_and_matches_every_other_address() {
 /// add with overflow"). The lockout analysis enumerates packet classes with
 /// `eval::space`, whose `other_interface` looks for the first `ethN` no
 /// rule's interface matches — and `eth+` matches them all, so `(0..)`
-/// runs until it overflows. `fwc check` hangs the same way. (Generated
-/// policies avoid `eth+` and `e+` until this is fixed.)
+/// runs until it overflows. `fwc check` hangs the same way. (Fixed;
+/// generated policies avoided `eth+` and `e+` until then.)
 #[test]
 fn an_interface_wildcard_under_a_drop_policy_compiles_and_matches() {
     check_case(
