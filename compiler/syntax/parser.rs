@@ -969,3 +969,85 @@ fn describe(grammar_rule: G) -> &'static str {
         _ => "a rule or a declaration",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    /// Rule name → the names its definition mentions, from the grammar's
+    /// text (comments and string literals left out).
+    fn references(grammar: &str) -> HashMap<String, HashSet<String>> {
+        let mut text = String::new();
+        let mut chars = grammar.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '/' if chars.peek() == Some(&'/') => {
+                    while chars.next_if(|c| *c != '\n').is_some() {}
+                }
+                '"' => {
+                    while let Some(c) = chars.next() {
+                        match c {
+                            '\\' => {
+                                chars.next();
+                            }
+                            '"' => break,
+                            _ => {}
+                        }
+                    }
+                    text.push_str("\"\"");
+                }
+                _ => text.push(c),
+            }
+        }
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let mut rules = HashMap::new();
+        let mut rest = text.as_str();
+        while let Some(equals) = rest.find('=') {
+            let name = rest[..equals].trim_end();
+            let name = &name[name.rfind(|c: char| !word(c)).map_or(0, |at| at + 1)..];
+            let Some(open) = rest[equals..].find('{').map(|at| equals + at) else { break };
+            let mut depth = 0;
+            let mut close = open;
+            for (at, c) in rest[open..].char_indices() {
+                depth += i32::from(c == '{') - i32::from(c == '}');
+                if depth == 0 {
+                    close = open + at;
+                    break;
+                }
+            }
+            let body = &rest[open + 1..close];
+            let names = body.split(|c: char| !word(c)).filter(|name| !name.is_empty()).map(str::to_string).collect();
+            rules.insert(name.to_string(), names);
+            rest = &rest[close + 1..];
+        }
+        rules
+    }
+
+    /// vendor/pest_stack_guard turns pest's stack probe off: safe only while
+    /// no rule can reach itself, so that nesting is bounded by the grammar.
+    #[test]
+    fn grammar_has_no_recursive_rule() {
+        let rules = references(include_str!("fwc.pest"));
+        assert!(rules.len() > 100 && rules.contains_key("policy_file") && rules["rule"].contains("rule_part"));
+        fn visit<'a>(rule: &'a str, rules: &'a HashMap<String, HashSet<String>>, path: &mut Vec<&'a str>, done: &mut HashSet<&'a str>) {
+            if done.contains(rule) {
+                return;
+            }
+            assert!(
+                !path.contains(&rule),
+                "the grammar is recursive ({} -> {rule}): remove the pest_stack_guard patch from Cargo.toml",
+                path.join(" -> ")
+            );
+            path.push(rule);
+            for next in rules[rule].iter().filter(|name| rules.contains_key(*name)) {
+                visit(next, rules, path, done);
+            }
+            path.pop();
+            done.insert(rule);
+        }
+        let mut done = HashSet::new();
+        for rule in rules.keys() {
+            visit(rule, &rules, &mut Vec::new(), &mut done);
+        }
+    }
+}
