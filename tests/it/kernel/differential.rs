@@ -350,11 +350,19 @@ pub fn predict(program: &Program, probe: &Probe) -> Prediction {
             Decision::Drop => return Prediction { expect: Expect::Silent, steps },
             Decision::Reject => {}
         }
-        // A rejected answer goes back to the server, not the client.
-        if !from_client {
-            return Prediction { expect: Expect::Silent, steps };
-        }
         let kind = reject_kind(program.ruleset, steps.last().map(|step| &step.evaluation).expect("pushed"));
+        // A rejected answer goes back to the server, not the client. A TCP
+        // reset ends the server's connection, though, and the client's next
+        // retransmission may then draw a reset from the server's stack:
+        // whether that gets through is beyond the evaluator's packets.
+        if !from_client {
+            let expect = if probe.proto == Proto::Tcp && kind == RejectWith::TcpReset {
+                Expect::Blocked
+            } else {
+                Expect::Silent
+            };
+            return Prediction { expect, steps };
+        }
         if probe.opener == Side::Peer {
             let answer = if kind == RejectWith::TcpReset {
                 reset_answer(&sent, Direction::Out, "eth0")

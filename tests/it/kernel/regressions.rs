@@ -128,3 +128,29 @@ fn a_state_return_before_a_stateful_rule_keeps_its_replies() {
         &["tcp new out 198.19.0.1:40000 -> 198.18.0.5:80", "tcp new out [fd00:19::1]:40000 -> [fd00:18::5]:80"],
     );
 }
+
+/// Found by a random differential run (FWC_DIFF_SEED=0x18eb68b35fc70fcb,
+/// policy #738): the kernel accepts packets from the negated source port.
+/// fwc emits the correct rule, `-p tcp -m tcp ! --sport 38158 ! --dport
+/// 32768 -j ACCEPT`, but iptables-nft 1.8.9 (Debian 12) translates a tcp or
+/// udp match with both ports negated into one 4-byte compare of the port
+/// pair, `(sport, dport) != (38158, 32768)`, which holds when either port
+/// differs: a packet from port 38158 to 32767 is accepted. `nft list
+/// ruleset` even prints it as two compares. The evaluator is right; the
+/// rules must avoid the form: `-m multiport ! --sports 38158 -m tcp !
+/// --dport 32768` is translated correctly and prints back as written.
+#[test]
+fn negated_source_and_destination_ports_both_hold() {
+    check_case(
+        "policy out drop\n\
+         allow out tcp not 32768 sport not 38158\n\
+         allow out udp not 32768 sport not 38158\n",
+        &[
+            "tcp new out 198.19.0.9:38158 -> 198.18.0.75:32767",
+            "tcp new out [fd00:19::9]:38158 -> [fd00:18::75]:32767",
+            "udp new out 198.19.0.9:38158 -> 198.18.0.75:32767",
+            "tcp new out 198.19.0.9:38159 -> 198.18.0.75:32768",
+            "tcp new out 198.19.0.9:38157 -> 198.18.0.75:32767",
+        ],
+    );
+}
