@@ -404,7 +404,7 @@ impl Resolver<'_> {
         });
         let limit = options.limit.as_ref().and_then(|limit| self.limit(limit));
         let log_rate = options.rate.as_ref().and_then(|rate| self.limit(rate));
-        self.check_strings(options, rule.log_prefix.as_ref());
+        self.check_strings(options, rule.log_prefix.as_deref());
         self.check_action(rule, &protocols);
         let source_ports = rule.source_ports.as_ref().and_then(|ports| self.source_ports(ports, &protocols));
         let tcp_flags = rule.flags.as_ref().and_then(|flags| self.tcp_flags(flags, &protocols));
@@ -415,7 +415,7 @@ impl Resolver<'_> {
         let prefix_text = |prefix: &Spanned<String>| Some(prefix.value.clone()).filter(|text| !text.is_empty());
         let mut log = options.log.as_ref().map(|log| log.prefix.as_ref().and_then(prefix_text));
         if rule.action.value == Action::Log {
-            log = Some(rule.log_prefix.as_ref().and_then(prefix_text));
+            log = Some(rule.log_prefix.as_deref().and_then(prefix_text));
         }
 
         let mut families = self.families(rule, &protocols, &sources, &destinations);
@@ -458,7 +458,7 @@ impl Resolver<'_> {
             sources,
             destinations,
             states,
-            jump: rule.jump_target.clone(),
+            jump: rule.jump_target.as_deref().cloned(),
             stateful: options.stateful.is_some(),
             log,
             limit,
@@ -710,7 +710,7 @@ impl Resolver<'_> {
             }
         };
         let mut resolved = NatResolved { address: None, ports: None };
-        match (action, &rule.nat_target) {
+        match (action, rule.nat_target.as_deref()) {
             (Action::Snat, Some(ast::NatTarget::Source(_, address))) => resolved.address = Some(parse_host(self, address)?),
             (Action::Dnat, Some(ast::NatTarget::Destination(_, address))) => {
                 resolved.address = Some(parse_host(self, address)?);

@@ -96,25 +96,25 @@ pub struct Rule {
     pub span: Span,
     pub action: Spanned<Action>,
     pub direction: Option<Spanned<Direction>>,
-    pub on: Option<OnClause>,
+    pub on: Option<Box<OnClause>>,
     pub protocol: Option<ProtocolClause>,
-    pub services: Option<Spanned<Vec<Spanned<String>>>>,
+    pub services: Option<Box<Spanned<Vec<Spanned<String>>>>>,
     pub from: Option<Addresses>,
     pub to: Option<Addresses>,
-    pub jump_target: Option<Spanned<String>>,
-    pub state: Option<StateMatch>,
+    pub jump_target: Option<Box<Spanned<String>>>,
+    pub state: Option<Box<StateMatch>>,
     /// `sport PORTS`.
-    pub source_ports: Option<PortList>,
-    pub flags: Option<FlagsClause>,
-    pub mac: Option<MacClause>,
+    pub source_ports: Option<Box<PortList>>,
+    pub flags: Option<Box<FlagsClause>>,
+    pub mac: Option<Box<MacClause>>,
     /// `reject with KIND`.
-    pub reject_with: Option<Spanned<String>>,
+    pub reject_with: Option<Box<Spanned<String>>>,
     /// `to-source ADDR`, `to-destination ADDR`, `to-port PORTS`.
-    pub nat_target: Option<NatTarget>,
+    pub nat_target: Option<Box<NatTarget>>,
     /// `port P` of `forward-port … to ADDR port P`.
-    pub port: Option<PortList>,
+    pub port: Option<Box<PortList>>,
     /// The bare prefix string of a `log` statement.
-    pub log_prefix: Option<Spanned<String>>,
+    pub log_prefix: Option<Box<Spanned<String>>>,
     pub options: RuleOptions,
 }
 
@@ -229,11 +229,11 @@ pub enum AddressItem {
 #[derive(Clone, Debug, Default)]
 pub struct RuleOptions {
     pub stateful: Option<Span>,
-    pub log: Option<LogOption>,
-    pub limit: Option<Limit>,
+    pub log: Option<Box<LogOption>>,
+    pub limit: Option<Box<Limit>>,
     /// `rate`: limits the LOG rule only.
-    pub rate: Option<Limit>,
-    pub comment: Option<Spanned<String>>,
+    pub rate: Option<Box<Limit>>,
+    pub comment: Option<Box<Spanned<String>>>,
     pub ipv4: Option<Span>,
     pub ipv6: Option<Span>,
     pub ignore: Vec<Spanned<String>>,

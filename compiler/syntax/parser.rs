@@ -376,7 +376,7 @@ impl Builder {
             match part.as_rule() {
                 G::on_clause => {
                     let on = self.on_clause(part);
-                    self.set_once(&mut rule.on, on, part_span, "`on`");
+                    self.set_once(&mut rule.on, Box::new(on), part_span, "`on`");
                 }
                 G::protocol_clause => {
                     let protocol = self.protocol_clause(part);
@@ -398,7 +398,7 @@ impl Builder {
                     if let Some(protocol) = &rule.protocol {
                         self.duplicate(part_span, protocol.span, what);
                     } else {
-                        self.set_once(&mut rule.services, services, part_span, what);
+                        self.set_once(&mut rule.services, Box::new(services), part_span, what);
                     }
                 }
                 G::from_clause => {
@@ -419,15 +419,15 @@ impl Builder {
                         }
                     }
                     let state = StateMatch { span: part_span, negated, states };
-                    self.set_once(&mut rule.state, state, part_span, "`state`");
+                    self.set_once(&mut rule.state, Box::new(state), part_span, "`state`");
                 }
                 G::sport_clause => {
                     let ports = self.port_list(part.into_inner().nth(1).expect("ports"));
-                    self.set_once(&mut rule.source_ports, ports, part_span, "`sport`");
+                    self.set_once(&mut rule.source_ports, Box::new(ports), part_span, "`sport`");
                 }
                 G::port_clause => {
                     let ports = self.port_list(part.into_inner().nth(1).expect("ports"));
-                    self.set_once(&mut rule.port, ports, part_span, "`port`");
+                    self.set_once(&mut rule.port, Box::new(ports), part_span, "`port`");
                 }
                 G::flags_clause => {
                     let mut negated = false;
@@ -440,7 +440,7 @@ impl Builder {
                     }
                     let set = lists.pop().expect("at least one flag list");
                     let flags = FlagsClause { span: part_span, negated, mask: lists.pop(), set };
-                    self.set_once(&mut rule.flags, flags, part_span, "`flags`");
+                    self.set_once(&mut rule.flags, Box::new(flags), part_span, "`flags`");
                 }
                 G::mac_clause => {
                     let mut negated = false;
@@ -452,11 +452,11 @@ impl Builder {
                         }
                     }
                     let mac = MacClause { span: part_span, negated, address: address.expect("mac") };
-                    self.set_once(&mut rule.mac, mac, part_span, "`mac`");
+                    self.set_once(&mut rule.mac, Box::new(mac), part_span, "`mac`");
                 }
                 G::reject_with => {
                     let kind = self.spanned_str(&part.into_inner().nth(1).expect("kind"));
-                    self.set_once(&mut rule.reject_with, kind, part_span, "`with`");
+                    self.set_once(&mut rule.reject_with, Box::new(kind), part_span, "`with`");
                 }
                 G::nat_target => {
                     let mut inner = part.into_inner();
@@ -467,16 +467,16 @@ impl Builder {
                         G::kw_to_destination => NatTarget::Destination(part_span, self.spanned_str(&value)),
                         _ => NatTarget::Ports(part_span, self.port_list(value)),
                     };
-                    self.set_once(&mut rule.nat_target, target, part_span, "a translation target");
+                    self.set_once(&mut rule.nat_target, Box::new(target), part_span, "a translation target");
                 }
                 G::log_prefix => {
                     let prefix = self.string(part.into_inner().next().expect("string"));
-                    self.set_once(&mut rule.log_prefix, prefix, part_span, "a log prefix");
+                    self.set_once(&mut rule.log_prefix, Box::new(prefix), part_span, "a log prefix");
                 }
                 G::jump_target => {
                     let name = self.spanned_str(&part.into_inner().nth(1).expect("chain"));
                     // "The last `to` followed by a bare name is the chain."
-                    rule.jump_target = Some(name);
+                    rule.jump_target = Some(Box::new(name));
                 }
                 _ => self.option(&mut rule.options, part),
             }
@@ -516,11 +516,11 @@ impl Builder {
             G::opt_ipv6 => self.set_once(&mut options.ipv6, span, span, "`ipv6`"),
             G::opt_log => {
                 let prefix = inner.next().map(|prefix| self.string(prefix));
-                self.set_once(&mut options.log, LogOption { span, prefix }, span, "`log`");
+                self.set_once(&mut options.log, Box::new(LogOption { span, prefix }), span, "`log`");
             }
             G::opt_comment => {
                 let text = self.string(inner.next().expect("comment text"));
-                self.set_once(&mut options.comment, text, span, "`comment`");
+                self.set_once(&mut options.comment, Box::new(text), span, "`comment`");
             }
             G::opt_ignore => options.ignore.push(self.spanned_str(&inner.next().expect("code"))),
             G::opt_limit | G::opt_rate => {
@@ -541,9 +541,9 @@ impl Builder {
                 let limit =
                     Limit { span, rate: Spanned { span: rate_span, value: Rate { count, unit } }, burst };
                 if kind == G::opt_rate {
-                    self.set_once(&mut options.rate, limit, span, "`rate`");
+                    self.set_once(&mut options.rate, Box::new(limit), span, "`rate`");
                 } else {
-                    self.set_once(&mut options.limit, limit, span, "`limit`");
+                    self.set_once(&mut options.limit, Box::new(limit), span, "`limit`");
                 }
             }
             other => unreachable!("unexpected rule part {other:?}"),
@@ -748,6 +748,12 @@ trait HasSpan {
 impl HasSpan for NatTarget {
     fn span_of(&self) -> Span {
         self.span()
+    }
+}
+
+impl<T: HasSpan> HasSpan for Box<T> {
+    fn span_of(&self) -> Span {
+        (**self).span_of()
     }
 }
 
