@@ -68,6 +68,8 @@ pub fn lower(
 ) -> std::io::Result<Lowered> {
     let items = load::load(sources, fs, root, diagnostics)?;
     let resolved = resolve::resolve(sources, &items, params, diagnostics);
+    // The syntax trees are done with: free them before the rules are built.
+    drop(items);
     let ruleset = expand::place(&resolved, diagnostics);
     Ok(Lowered {
         ruleset,
