@@ -818,8 +818,8 @@ impl Gen {
             parts.push(format!("to {}", self.to_addresses(side, fams)));
         }
         // The peer's MAC (both veth ends carry it), or another. Not in a
-        // chain entered from `out`: the compiler accepts that, but the
-        // rules do not load (see regressions.rs).
+        // chain entered from `out`, which the compiler refuses (it used to
+        // accept it with rules that did not load: see regressions.rs).
         if ctx.dirs == Dirs::In && !is_log && self.rng.chance(5) {
             let mac = *self.rng.pick(&["02:00:00:00:00:01", "not 02:00:00:00:00:01", "02:00:00:00:00:02"]);
             parts.push(format!("mac {mac}"));
