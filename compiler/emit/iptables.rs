@@ -624,10 +624,17 @@ fn port_args(protocol: Protocol, matches: &Matches, args: &mut impl ArgSink, val
         Protocol::SCTP => Some("sctp"),
         _ => None,
     };
-    let (single_source, single_destination) = match own_module {
+    let (mut single_source, single_destination) = match own_module {
         Some(_) => (single(&matches.source_ports), single(&matches.destination_ports)),
         None => (None, None),
     };
+    // iptables-nft 1.8.9 turns `! --sport A ! --dport B` in one match into
+    // a single compare of both ports, which is not the same condition: the
+    // negated source port goes to multiport instead.
+    let negated = |ports: &Option<&Match<Vec<PortRange>>>| ports.is_some_and(|ports| ports.negated);
+    if negated(&single_source) && negated(&single_destination) {
+        single_source = None;
+    }
     if single_source.is_some() || single_destination.is_some() || matches.tcp_flags.is_some() {
         args.word("-m");
         args.word(own_module.expect("flags and single ports have a module"));
