@@ -49,6 +49,10 @@ impl Compilation {
 
     /// Runs the policy's `test` blocks against its compiled rules.
     pub fn run_tests(&self) -> Vec<eval::expect::TestOutcome> {
+        // No test, no evaluator to build (it indexes every rule).
+        if self.lowered.tests.is_empty() {
+            return Vec::new();
+        }
         let mut variables = self.lowered.variables.clone();
         eval::expect::run_tests(&self.lowered.ruleset, &self.lowered.tests, &mut variables)
     }
