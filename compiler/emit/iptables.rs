@@ -147,29 +147,38 @@ pub fn rules_of<'a>(ruleset: &'a Ruleset, family: Family, table: Table, chain: &
 /// One family's rules grouped by (table, chain), in policy order within
 /// each chain: what `rules_of` gives, for every chain at once.
 struct Index<'a> {
-    slots: HashMap<(Table, &'a ChainRef), usize>,
+    /// Slots of the built-in chains, by [`builtin_key`].
+    builtin: [Option<usize>; 10],
+    user: HashMap<(Table, &'a str), usize>,
     rules: Vec<Vec<&'a Rule>>,
     nat: bool,
 }
 
+/// A built-in chain's place in [`Index::builtin`].
+fn builtin_key(table: Table, chain: &ChainRef) -> Option<usize> {
+    let chain = match chain {
+        ChainRef::Input => 0,
+        ChainRef::Forward => 1,
+        ChainRef::Output => 2,
+        ChainRef::Prerouting => 3,
+        ChainRef::Postrouting => 4,
+        ChainRef::User(_) => return None,
+    };
+    Some(chain + if table == Table::Nat { 5 } else { 0 })
+}
+
 impl<'a> Index<'a> {
     fn new(ruleset: &'a Ruleset, family: Family) -> Index<'a> {
-        let mut index = Index { slots: HashMap::new(), rules: Vec::new(), nat: false };
-        // Neighbouring rules mostly share a chain: remember the last slot.
-        let mut last: Option<(Table, &ChainRef, usize)> = None;
+        let mut index = Index { builtin: [None; 10], user: HashMap::new(), rules: Vec::new(), nat: false };
         for rule in ruleset.rules.iter().filter(|rule| rule.family == family) {
-            let slot = match last {
-                Some((table, chain, slot)) if table == rule.table && chain == &rule.chain => slot,
-                _ => {
-                    let next = index.rules.len();
-                    let slot = *index.slots.entry((rule.table, &rule.chain)).or_insert(next);
-                    if slot == next {
-                        index.rules.push(Vec::new());
-                    }
-                    last = Some((rule.table, &rule.chain, slot));
-                    slot
-                }
+            let next = index.rules.len();
+            let slot = match (builtin_key(rule.table, &rule.chain), &rule.chain) {
+                (Some(key), _) => *index.builtin[key].get_or_insert(next),
+                (None, chain) => *index.user.entry((rule.table, chain.name())).or_insert(next),
             };
+            if slot == next {
+                index.rules.push(Vec::new());
+            }
             index.rules[slot].push(rule);
             index.nat |= rule.table == Table::Nat;
         }
@@ -185,7 +194,11 @@ impl<'a> Index<'a> {
     }
 
     fn rules(&self, table: Table, chain: &ChainRef) -> &[&'a Rule] {
-        self.slots.get(&(table, chain)).map_or(&[], |slot| &self.rules[*slot])
+        let slot = match builtin_key(table, chain) {
+            Some(key) => self.builtin[key],
+            None => self.user.get(&(table, chain.name())).copied(),
+        };
+        slot.map_or(&[], |slot| &self.rules[slot])
     }
 }
 
