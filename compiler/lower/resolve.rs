@@ -866,8 +866,10 @@ impl Resolver<'_> {
             self.variables.flatten_addresses(item, &mut out, self.diagnostics);
         }
         // The same block twice would only make the kernel do the work twice.
-        let mut seen = std::collections::HashSet::new();
-        out.retain(|address| seen.insert(address.net));
+        if out.len() > 1 {
+            let mut seen = std::collections::HashSet::new();
+            out.retain(|address| seen.insert(address.net));
+        }
         AddressMatch { negated: addresses.negated, addresses: out }
     }
 
@@ -954,8 +956,10 @@ impl Resolver<'_> {
                 }
             }
         }
-        let mut seen = std::collections::HashSet::new();
-        ports.retain(|range| seen.insert(*range));
+        if ports.len() > 1 {
+            let mut seen = std::collections::HashSet::new();
+            ports.retain(|range| seen.insert(*range));
+        }
         ok.then_some(ports)
     }
 
