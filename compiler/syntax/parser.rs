@@ -411,8 +411,9 @@ impl Builder {
                 }
                 G::state_clause => {
                     let mut negated = false;
-                    let mut states = Vec::new();
-                    for item in part.into_inner().skip(1) {
+                    let items = part.into_inner().skip(1);
+                    let mut states = Vec::with_capacity(items.len());
+                    for item in items {
                         match item.as_rule() {
                             G::negation => negated = true,
                             _ => states.push(self.connection_state(&item)),
@@ -597,8 +598,10 @@ impl Builder {
     fn port_list(&self, node: Node) -> PortList {
         let span = self.span(&node);
         let mut negated = false;
-        let mut items = Vec::new();
-        for part in node.into_inner() {
+        // Sized for the parts, so a list of one holds one: most do.
+        let parts = node.into_inner();
+        let mut items = Vec::with_capacity(parts.len());
+        for part in parts {
             match part.as_rule() {
                 G::negation => negated = true,
                 _ => items.push(self.port_item(part)),
@@ -632,8 +635,9 @@ impl Builder {
     fn addresses(&self, node: Node) -> Addresses {
         let span = self.span(&node);
         let mut negated = false;
-        let mut items = Vec::new();
-        for part in node.into_inner() {
+        let parts = node.into_inner();
+        let mut items = Vec::with_capacity(parts.len());
+        for part in parts {
             match part.as_rule() {
                 G::negation => negated = true,
                 _ => items.push(self.address_item(part)),
