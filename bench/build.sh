@@ -16,7 +16,9 @@
 # and prints markdown tables with absolute figures and fwc/ferm ratios.
 #
 # Environment: SIZES="1000 10000" to change the sizes, SEED (default 1),
-# KEEP=1 to keep the temporary directory. Exits non-zero if anything fails;
+# KEEP=1 to keep the temporary directory, BASELINE=REV (a git revision) to
+# also build that revision of fwc (in a temporary worktree) and time it in
+# the same interleaved runs, against the working tree's fwc. Exits non-zero if anything fails;
 # missing the performance targets is reported, not a failure.
 set -euo pipefail
 
@@ -50,7 +52,18 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/fwc-bench.XXXXXX")
 if [ "${KEEP:-0}" = 1 ]; then
     echo "keeping $TMP" >&2
 else
-    trap 'rm -rf "$TMP"' EXIT
+    trap 'rm -rf "$TMP"; [ -z "${BASELINE:-}" ] || git worktree remove --force "$TMP.baseline" >/dev/null 2>&1 || true' EXIT
+fi
+
+# BASELINE=REV: that revision's fwc, built apart from the working tree.
+BASE_FWC=
+if [ -n "${BASELINE:-}" ]; then
+    base_rev=$(git rev-parse --short "$BASELINE^{commit}") || die "BASELINE=$BASELINE is not a revision"
+    echo "building baseline $base_rev" >&2
+    git worktree add --detach "$TMP.baseline" "$base_rev" >&2 || die "cannot check out $base_rev"
+    (cd "$TMP.baseline" && CARGO_TARGET_DIR="$TMP/baseline-target" cargo build --release --quiet >&2) \
+        || die "cargo build --release failed for $base_rev"
+    BASE_FWC=$TMP/baseline-target/release/fwc
 fi
 
 # now_us: wall clock in microseconds, without forking (bash 5 EPOCHREALTIME).
@@ -60,6 +73,8 @@ now_us() { local t=${EPOCHREALTIME/[.,]/}; echo "$t"; }
 # run_fwc N / run_ferm N: one build of size N, output into $TMP; fail loudly.
 run_fwc()  { "$FWC" build "$TMP/p$1.fw" -o "$TMP/fwc-out$1" >"$TMP/fwc$1.log" 2>&1 \
                  || { cat "$TMP/fwc$1.log" >&2; die "fwc build failed on $1 rules"; }; }
+run_base() { "$BASE_FWC" build "$TMP/p$1.fw" -o "$TMP/base-out$1" >"$TMP/base$1.log" 2>&1 \
+                 || { cat "$TMP/base$1.log" >&2; die "baseline fwc build failed on $1 rules"; }; }
 run_ferm() { "$FERM" --remote "$TMP/p$1.ferm" >"$TMP/ferm-out$1" 2>"$TMP/ferm$1.log" \
                  || { cat "$TMP/ferm$1.log" >&2; die "ferm failed on $1 rules"; }; }
 
@@ -86,7 +101,7 @@ fi
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
-declare -A FW_BYTES FERM_BYTES FWC_US FERM_US FWC_KB FERM_KB FWC_LINES FWC_OWN FERM_LINES
+declare -A FW_BYTES FERM_BYTES FWC_US FERM_US FWC_KB FERM_KB FWC_LINES FWC_OWN FERM_LINES BASE_US BASE_KB
 for n in $SIZES; do
     echo "== $n rules" >&2
     python3 bench/gen_policy.py "$n" --seed "$SEED" --fw "$TMP/p$n.fw" --ferm "$TMP/p$n.ferm" \
@@ -100,6 +115,7 @@ for n in $SIZES; do
 
     # First runs: correctness, peak memory, and warm caches.
     FWC_KB[$n]=$(peak_rss_kb "$FWC" build "$TMP/p$n.fw" -o "$TMP/fwc-out$n")
+    [ -z "$BASE_FWC" ] || BASE_KB[$n]=$(peak_rss_kb "$BASE_FWC" build "$TMP/p$n.fw" -o "$TMP/base-out$n")
     FERM_KB[$n]=$(peak_rss_kb sh -c 'exec "$1" --remote "$2" >"$3"' sh "$FERM" "$TMP/p$n.ferm" "$TMP/ferm-out$n")
     for f in rules.v4 rules.v6 rules.sh saved.v4 saved.v6; do
         [ -s "$TMP/fwc-out$n/$f" ] || die "fwc wrote no $f for $n rules"
@@ -115,15 +131,20 @@ for n in $SIZES; do
         || echo "warning: $n rules: fwc emits ${FWC_OWN[$n]} rules besides derived replies, ferm ${FERM_LINES[$n]}; the inputs may no longer be equivalent" >&2
 
     reps=5; [ "$n" -ge 100000 ] && reps=3
-    best_fwc=; best_ferm=
+    best_fwc=; best_ferm=; best_base=
     for ((i = 1; i <= reps; i++)); do
         t0=$(now_us); run_fwc "$n"; t1=$(now_us)
         d=$((t1 - t0)); { [ -z "$best_fwc" ] || [ "$d" -lt "$best_fwc" ]; } && best_fwc=$d
+        if [ -n "$BASE_FWC" ]; then
+            t0=$(now_us); run_base "$n"; t1=$(now_us)
+            d=$((t1 - t0)); { [ -z "$best_base" ] || [ "$d" -lt "$best_base" ]; } && best_base=$d
+        fi
         t0=$(now_us); run_ferm "$n"; t1=$(now_us)
         d=$((t1 - t0)); { [ -z "$best_ferm" ] || [ "$d" -lt "$best_ferm" ]; } && best_ferm=$d
         echo "   run $i/$reps: fwc $((best_fwc / 1000)) ms best, ferm $((best_ferm / 1000)) ms best" >&2
     done
     FWC_US[$n]=$best_fwc
+    BASE_US[$n]=$best_base
     FERM_US[$n]=$best_ferm
 done
 
@@ -160,6 +181,17 @@ for n in $SIZES; do
 | $(num "${FWC_LINES[$n]}") | $(num "${FWC_OWN[$n]}") | $(num "${FERM_LINES[$n]}") |"
 done
 echo
+if [ -n "$BASE_FWC" ]; then
+    echo "Against baseline fwc $base_rev, timed in the same interleaved runs:"
+    echo
+    echo "| rules | baseline time | fwc time | time fwc/baseline | baseline peak RSS | fwc peak RSS | RSS fwc/baseline |"
+    echo "|------:|--------------:|---------:|------------------:|------------------:|-------------:|-----------------:|"
+    for n in $SIZES; do
+        echo "| $(num "$n") | $(ms "${BASE_US[$n]}") | $(ms "${FWC_US[$n]}") | $(ratio "${FWC_US[$n]}" "${BASE_US[$n]}") \
+| $(mb "${BASE_KB[$n]}") | $(mb "${FWC_KB[$n]}") | $(ratio "${FWC_KB[$n]}" "${BASE_KB[$n]}") |"
+    done
+    echo
+fi
 echo "Targets: 10,000 rules under 20 ms, 100,000 under 200 ms, peak RSS under 10× the input."
 echo
 for n in $SIZES; do
