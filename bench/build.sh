@@ -122,9 +122,10 @@ for n in $SIZES; do
     done
     FWC_LINES[$n]=$(cat "$TMP/fwc-out$n/rules.v4" "$TMP/fwc-out$n/rules.v6" | grep -c '^-A ')
     # Without the reply rules that `stateful` derives (ESTABLISHED-only
-    # rules and the .reply chains): what the ferm file spells out itself.
+    # rules and the .reply chains) and the allows for the answers `reject`
+    # sends (RELATED-only): what the ferm file spells out itself.
     FWC_OWN[$n]=$(cat "$TMP/fwc-out$n/rules.v4" "$TMP/fwc-out$n/rules.v6" | grep '^-A ' \
-        | grep -v -e '--ctstate ESTABLISHED -j' -e '^-A [^ ]*\.reply ' | wc -l)
+        | grep -v -e '--ctstate ESTABLISHED -j' -e '--ctstate RELATED -j' -e '^-A [^ ]*\.reply ' | wc -l)
     FERM_LINES[$n]=$(grep -c '^-A ' "$TMP/ferm-out$n")
     [ "${FERM_LINES[$n]}" -gt 0 ] || die "ferm printed no rules for $n"
     [ "${FWC_OWN[$n]}" -eq "${FERM_LINES[$n]}" ] \
