@@ -194,40 +194,10 @@ pub fn parse_value(file: FileId, text: &str) -> Result<Value, Diagnostic> {
 pub fn parse_packet(file: FileId, text: &str) -> Result<PacketQuery, Diagnostic> {
     let mut pairs = Grammar::parse(G::packet_input, text).map_err(|error| syntax_error(file, text, error))?;
     let input = pairs.next().expect("packet_input");
-    let span = input.as_span();
-    // Reuse `expect`'s reading: a verdict-less expect line.
     let mut builder = Builder { file, base: 0, diagnostics: Vec::new() };
     let mut parts = input.into_inner();
     let direction = builder.direction(parts.next().expect("direction"));
-    let mut query = PacketQuery { direction, on: None, protocol: None, from: None, to: None, state: None };
-    for part in parts {
-        let part_span = builder.span(&part);
-        match part.as_rule() {
-            G::on_clause => {
-                let on = builder.on_clause(part);
-                builder.set_once(&mut query.on, on, part_span, "`on`");
-            }
-            G::protocol_clause => {
-                let protocol = builder.protocol_clause(part);
-                builder.set_once(&mut query.protocol, protocol, part_span, "a protocol");
-            }
-            G::from_clause => {
-                let addresses = builder.addresses(part.into_inner().nth(1).expect("addresses"));
-                builder.set_once(&mut query.from, addresses, part_span, "`from`");
-            }
-            G::to_clause => {
-                let addresses = builder.addresses(part.into_inner().nth(1).expect("addresses"));
-                builder.set_once(&mut query.to, addresses, part_span, "`to`");
-            }
-            G::conn_state => {
-                let state = builder.connection_state(&part);
-                builder.set_once(&mut query.state, state, part_span, "a state");
-            }
-            G::EOI => {}
-            other => unreachable!("packet part {other:?}"),
-        }
-    }
-    let _ = span;
+    let query = builder.packet(direction, parts.filter(|part| part.as_rule() != G::EOI));
     match builder.diagnostics.into_iter().next() {
         Some(diagnostic) => Err(diagnostic),
         None => Ok(query),
@@ -698,34 +668,48 @@ impl Builder {
             },
         };
         let direction = self.direction(parts.next().expect("direction"));
-        let mut expect =
-            Expect { span, verdict, direction, on: None, protocol: None, from: None, to: None, state: None };
+        let packet = self.packet(direction, parts);
+        Expect {
+            span,
+            verdict,
+            direction: packet.direction,
+            on: packet.on,
+            protocol: packet.protocol,
+            from: packet.from,
+            to: packet.to,
+            state: packet.state,
+        }
+    }
+
+    /// The parts of a packet, as `expect` lines and queries write them.
+    fn packet<'a>(&mut self, direction: Spanned<Direction>, parts: impl Iterator<Item = Node<'a>>) -> PacketQuery {
+        let mut packet = PacketQuery { direction, on: None, protocol: None, from: None, to: None, state: None };
         for part in parts {
             let part_span = self.span(&part);
             match part.as_rule() {
                 G::on_clause => {
                     let on = self.on_clause(part);
-                    self.set_once(&mut expect.on, on, part_span, "`on`");
+                    self.set_once(&mut packet.on, on, part_span, "`on`");
                 }
                 G::protocol_clause => {
                     let protocol = self.protocol_clause(part);
-                    self.set_once(&mut expect.protocol, protocol, part_span, "a protocol");
+                    self.set_once(&mut packet.protocol, protocol, part_span, "a protocol");
                 }
                 G::from_clause => {
                     let addresses = self.addresses(part.into_inner().nth(1).expect("addresses"));
-                    self.set_once(&mut expect.from, addresses, part_span, "`from`");
+                    self.set_once(&mut packet.from, addresses, part_span, "`from`");
                 }
                 G::to_clause => {
                     let addresses = self.addresses(part.into_inner().nth(1).expect("addresses"));
-                    self.set_once(&mut expect.to, addresses, part_span, "`to`");
+                    self.set_once(&mut packet.to, addresses, part_span, "`to`");
                 }
                 _ => {
                     let state = self.connection_state(&part);
-                    self.set_once(&mut expect.state, state, part_span, "a state");
+                    self.set_once(&mut packet.state, state, part_span, "a state");
                 }
             }
         }
-        expect
+        packet
     }
 
     fn connection_state(&self, node: &Node) -> Spanned<ConnectionState> {
