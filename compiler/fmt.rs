@@ -726,3 +726,16 @@ fn table(lines: &[&CodeLine]) -> Vec<String> {
         })
         .collect()
 }
+
+/// A unified diff from `old` to `new` (`fwc fmt --check`), with `name`
+/// in its header lines; empty when they are equal.
+pub fn diff(name: &str, old: &str, new: &str) -> String {
+    if old == new {
+        return String::new();
+    }
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("{name} (as it is)"), &format!("{name} (formatted)"))
+        .to_string()
+}
