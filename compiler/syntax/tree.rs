@@ -78,7 +78,7 @@ pub enum Clause {
 
 impl Node {
     pub fn is_atom(&self) -> bool {
-        self.children.is_empty() && self.kind != Kind::AddressSet
+        self.children.is_empty() && !matches!(self.kind, Kind::File | Kind::AddressSet)
     }
 
     /// The atoms under this node, in order.
