@@ -244,3 +244,82 @@ fn a_file_that_does_not_parse_is_refused_with_its_diagnostic() {
     assert!(errors[0].message.contains("expected an address"), "{}", errors[0].message);
     assert_eq!(errors[0].primary_span().map(|span| span.start), Some(20));
 }
+
+// ---------------------------------------------------------------- the command
+
+fn fwc_fmt(args: &[&str], directory: &Path, stdin: &str) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fwc"))
+        .arg("fmt")
+        .args(args)
+        .current_dir(directory)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("fwc runs");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    let output = child.wait_with_output().expect("fwc finishes");
+    (
+        output.status.code().expect("an exit code"),
+        String::from_utf8(output.stdout).expect("utf-8"),
+        String::from_utf8(output.stderr).expect("utf-8"),
+    )
+}
+
+/// A directory of its own under the system's temporary directory, removed
+/// when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("fwc-test-{}-{count}-{name}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create a temporary directory");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn fmt_rewrites_files_checks_them_and_refuses_broken_ones() {
+    let directory = TempDir::new("fmt");
+    let root = &directory.0;
+    std::fs::create_dir_all(root.join("conf.d")).expect("mkdir");
+    let messy = "allow  in tcp 22\n";
+    std::fs::write(root.join("a.fw"), messy).expect("write");
+    std::fs::write(root.join("conf.d/b.fw"), "deny in tcp 23\n").expect("write");
+    std::fs::write(root.join("broken.fw"), "allow in tcp 22 from\n").expect("write");
+
+    // --check: a diff for the file to format, exit 1, nothing written.
+    let (code, stdout, stderr) = fwc_fmt(&["--check", "a.fw", "conf.d"], root, "");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stdout.contains("-allow  in tcp 22\n+allow in tcp 22\n"), "{stdout}");
+    assert!(!stdout.contains("b.fw"), "b.fw is formatted: {stdout}");
+    assert_eq!(std::fs::read_to_string(root.join("a.fw")).expect("read"), messy);
+
+    // A syntax error: the diagnostic, exit 2, the file untouched.
+    let (code, _, stderr) = fwc_fmt(&["broken.fw"], root, "");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("error[syntax-error]") && stderr.contains("broken.fw:1:21"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(root.join("broken.fw")).expect("read"), "allow in tcp 22 from\n");
+
+    // In place, a directory standing for its .fw files; then all is formatted.
+    let (code, stdout, stderr) = fwc_fmt(&["a.fw", "conf.d"], root, "");
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    assert_eq!(std::fs::read_to_string(root.join("a.fw")).expect("read"), "allow in tcp 22\n");
+    assert_eq!(fwc_fmt(&["--check", "a.fw", "conf.d"], root, "").0, 0);
+
+    // `-`: standard input to standard output.
+    let (code, stdout, _) = fwc_fmt(&["-"], root, "deny in  tcp 23");
+    assert_eq!((code, stdout.as_str()), (0, "deny in tcp 23\n"));
+    let (code, stdout, _) = fwc_fmt(&["--check", "-"], root, "deny in  tcp 23");
+    assert_eq!(code, 1);
+    assert!(stdout.contains("+deny in tcp 23"), "{stdout}");
+}
