@@ -11,3 +11,4 @@ mod fmt;
 mod import;
 mod kernel;
 mod robustness;
+mod sarif;
