@@ -15,8 +15,11 @@ fi
 # saved files), python3 for the small traffic endpoints of behaviour tests,
 # conntrack to flush connection state between differential probes, and the
 # rule generators whose output `fwc import` must round-trip (ferm, ufw,
-# Shorewall, FireHOL; util-linux and mount for their namespaces).
-packages=(iptables nftables iproute2 netbase python3 conntrack ferm ufw shorewall shorewall6 firehol util-linux mount)
+# Shorewall, FireHOL; util-linux and mount for their namespaces);
+# python3-jsonschema validates `fwc check --format sarif` against the SARIF
+# schema (tests/it/sarif.rs).
+packages=(iptables nftables iproute2 netbase python3 conntrack ferm ufw shorewall shorewall6 firehol util-linux mount
+          python3-jsonschema)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -7,6 +7,8 @@
 mod analysis;
 mod cases;
 mod cli;
+mod fmt;
 mod import;
 mod kernel;
 mod robustness;
+mod sarif;
