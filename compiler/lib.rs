@@ -14,6 +14,7 @@ pub mod eval;
 pub mod import;
 pub mod ir;
 pub mod lower;
+pub mod lsp;
 pub mod source;
 pub mod stdlib;
 pub mod syntax;

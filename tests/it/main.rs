@@ -9,4 +9,5 @@ mod cases;
 mod cli;
 mod import;
 mod kernel;
+mod lsp;
 mod robustness;
