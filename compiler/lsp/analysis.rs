@@ -488,8 +488,12 @@ impl Root {
         let Some((file_name, source)) = crate::stdlib::module(&occurrence.name) else {
             return format!("there is no stdlib module `{}`", occurrence.name);
         };
-        // A module's leading comment says what it is.
-        let about: Vec<&str> = source.lines().take_while(|line| line.starts_with('#')).map(|line| line.trim_start_matches('#').trim()).collect();
+        // The first paragraph of a module's leading comment says what it is.
+        let about: Vec<&str> = source
+            .lines()
+            .map_while(|line| line.strip_prefix('#').map(str::trim))
+            .take_while(|line| !line.is_empty())
+            .collect();
         let mut text = format!("stdlib module `{}` (`stdlib/{file_name}`)\n\n{}", occurrence.name, about.join("\n"));
         let is_part = self.compilation.sources.text(occurrence.statement).split_whitespace().nth(1) != Some(occurrence.name.as_str());
         if is_part {

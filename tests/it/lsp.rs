@@ -388,3 +388,139 @@ fn diagnostics_equal_fwc_check_for_every_case() {
     assert!(failures.is_empty(), "{} case(s) differ:\n{}", failures.len(), failures.join("\n"));
     assert!(compared >= 80 && with_diagnostics >= 50, "{compared} cases, {with_diagnostics} with diagnostics");
 }
+
+/// The position of the `nth` (0-based) occurrence of `needle` in `text`,
+/// plus `into` bytes.
+fn at(text: &str, needle: &str, nth: usize, into: usize) -> Value {
+    let offset = text.match_indices(needle).nth(nth).unwrap_or_else(|| panic!("`{needle}` #{nth}")).0;
+    position(text, offset + into)
+}
+
+fn hover(client: &mut Client, uri: &str, position: Value) -> String {
+    let result = client.request("textDocument/hover", json!({"textDocument": {"uri": uri}, "position": position}));
+    assert_eq!(result["contents"]["kind"], "markdown", "{result}");
+    result["contents"]["value"].as_str().expect("hover text").to_string()
+}
+
+fn definition(client: &mut Client, uri: &str, position: Value) -> Vec<(String, Value)> {
+    let result = client.request("textDocument/definition", json!({"textDocument": {"uri": uri}, "position": position}));
+    result
+        .as_array()
+        .unwrap_or_else(|| panic!("locations: {result}"))
+        .iter()
+        .map(|location| (location["uri"].as_str().unwrap().to_string(), location["range"].clone()))
+        .collect()
+}
+
+fn completion(client: &mut Client, uri: &str, version: i64, text: &str, typed: &str) -> Vec<String> {
+    let edited = format!("{text}{typed}");
+    client.change(uri, version, &edited);
+    let result = client.request(
+        "textDocument/completion",
+        json!({"textDocument": {"uri": uri}, "position": position(&edited, edited.len())}),
+    );
+    result.as_array().expect("items").iter().map(|item| item["label"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn hover_definition_completion_and_symbols() {
+    let directory = scratch("features");
+    let main = directory.join("main.fw");
+    let drop_in = directory.join("conf.d/etcd.fw");
+    std::fs::create_dir_all(drop_in.parent().unwrap()).unwrap();
+    let text = "# café 😀\n\
+                use baseline except ssh-in\n\
+                let admins = { 198.18.0.0/24, fd00:1::/48 }\n\
+                service exporter = tcp 9100\n\
+                include \"conf.d/*.fw\"\n\
+                allow in tcp http, 8443 stateful\n\
+                allow in service exporter from $admins stateful\n\
+                jump in tcp 8080 to audit\n\
+                chain audit {\n    deny from 198.18.9.0/24\n    return\n}\n";
+    let etcd = "allow out tcp 4001 to $admins stateful\n";
+    std::fs::write(&main, text).unwrap();
+    std::fs::write(&drop_in, etcd).unwrap();
+    let (main_uri, etcd_uri) = (uri(&main), uri(&drop_in));
+    let mut client = Client::start(Value::Null);
+    client.open(&main_uri, text);
+    client.open(&etcd_uri, etcd);
+    client.diagnostics(&main_uri, 1);
+
+    // Hover: what a variable, a service, a module and a chain expand to.
+    let variable = hover(&mut client, &main_uri, at(text, "$admins", 0, 2));
+    assert!(variable.contains("let admins = { 198.18.0.0/24, fd00:1::/48 }"), "{variable}");
+    assert!(variable.contains("addresses: `198.18.0.0/24`, `fd00:1::/48`"), "{variable}");
+    // The same variable, hovered in the drop-in that uses it.
+    assert_eq!(hover(&mut client, &etcd_uri, at(etcd, "$admins", 0, 1)), variable);
+    let service = hover(&mut client, &main_uri, at(text, "http", 0, 1));
+    assert!(service.contains("service http      = tcp 80") && service.contains("stdlib/services.fw"), "{service}");
+    let own = hover(&mut client, &main_uri, at(text, "exporter", 1, 0));
+    assert!(own.contains("service exporter = tcp 9100"), "{own}");
+    let module = hover(&mut client, &main_uri, at(text, "baseline", 0, 0));
+    assert!(module.contains("stdlib module `baseline`") && module.contains("-A INPUT -i lo -j ACCEPT"), "{module}");
+    assert!(!module.contains("--dport 22 "), "ssh-in is left out: {module}");
+    let chain = hover(&mut client, &main_uri, at(text, "audit", 0, 0));
+    assert!(chain.contains("chain audit {") && chain.contains("-A audit -s 198.18.9.0/24 -j DROP"), "{chain}");
+    // What a rule compiles to: the lines `fwc build` writes for it.
+    let rule = hover(&mut client, &main_uri, at(text, "allow in tcp http", 0, 0));
+    let build = |file: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_fwc"))
+            .args(["build", main.to_str().unwrap(), "--emit", file])
+            .output()
+            .expect("fwc build runs");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let (v4, v6) = (build("rules.v4"), build("rules.v6"));
+    let lines: Vec<&str> = rule.lines().filter(|line| line.starts_with("-A ")).collect();
+    assert_eq!(lines.len(), 4, "in and reply, for IPv4 and IPv6: {rule}");
+    for line in &lines {
+        let line = line.split("   #").next().unwrap();
+        assert!(v4.lines().chain(v6.lines()).any(|built| built == line), "`{line}` is not in the built rules");
+    }
+    assert!(rule.contains("-A INPUT -p tcp -m multiport --dports 80,8443 -m conntrack --ctstate NEW,ESTABLISHED -j ACCEPT"), "{rule}");
+
+    // Go to definition: variables across files, services, chains, includes.
+    let admins_name = text.find("admins =").unwrap();
+    assert_eq!(
+        definition(&mut client, &etcd_uri, at(etcd, "$admins", 0, 3)),
+        [(main_uri.clone(), range(text, admins_name, admins_name + "admins".len()))]
+    );
+    let audit_name = text.find("audit {").unwrap();
+    assert_eq!(
+        definition(&mut client, &main_uri, at(text, "audit", 0, 2)),
+        [(main_uri.clone(), range(text, audit_name, audit_name + "audit".len()))]
+    );
+    let exporter_name = text.find("exporter =").unwrap();
+    assert_eq!(
+        definition(&mut client, &main_uri, at(text, "exporter", 1, 2)),
+        [(main_uri.clone(), range(text, exporter_name, exporter_name + "exporter".len()))]
+    );
+    assert_eq!(definition(&mut client, &main_uri, at(text, "conf.d", 0, 1)), [(etcd_uri.clone(), range("", 0, 0))]);
+
+    // Document symbols: declarations, and the chain with its rules.
+    let symbols = client.request("textDocument/documentSymbol", json!({"textDocument": {"uri": main_uri}}));
+    let names: Vec<&str> = symbols.as_array().unwrap().iter().map(|symbol| symbol["name"].as_str().unwrap()).collect();
+    for name in ["admins", "exporter", "audit", "use baseline except ssh-in", "include conf.d/*.fw"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    let audit = symbols.as_array().unwrap().iter().find(|symbol| symbol["name"] == "audit").unwrap();
+    assert_eq!(audit["kind"], 3, "a namespace");
+    assert_eq!(audit["children"].as_array().unwrap().len(), 2, "{audit}");
+    assert_eq!(audit["selectionRange"], range(text, audit_name, audit_name + "audit".len()));
+
+    // Completion, on lines still being typed (the file does not parse).
+    let variables = completion(&mut client, &main_uri, 2, text, "allow in from $ad");
+    assert_eq!(variables, ["$admins"]);
+    let parts = completion(&mut client, &main_uri, 3, text, "use baseline except ss");
+    assert_eq!(parts, ["ssh-in"]);
+    let chains = completion(&mut client, &main_uri, 4, text, "jump in tcp 22 to a");
+    assert_eq!(chains, ["audit"]);
+    let services = completion(&mut client, &main_uri, 5, text, "allow in service expo");
+    assert_eq!(services, ["exporter"]);
+    let keywords = completion(&mut client, &main_uri, 6, text, "al");
+    assert_eq!(keywords, ["allow"]);
+    let options = completion(&mut client, &main_uri, 7, text, "allow in tcp 22 state");
+    assert_eq!(options, ["state", "stateful"]);
+    client.shutdown();
+    std::fs::remove_dir_all(&directory).unwrap();
+}
