@@ -10,6 +10,7 @@
 pub mod analysis;
 pub mod diagnostics;
 pub mod emit;
+pub mod fmt;
 pub mod eval;
 pub mod import;
 pub mod ir;

@@ -3,6 +3,8 @@
 //! Exit codes: 0 success (warnings allowed), 1 the policy has errors,
 //! 2 usage or I/O errors.
 
+mod fmt;
+
 use clap::{Args, Parser, Subcommand};
 use fwc::{Compilation, OsFileSystem};
 use std::path::{Path, PathBuf};
@@ -75,6 +77,16 @@ enum Command {
     /// Run the language server on standard input and output, for editors
     #[command(after_help = "Editors start it; editors/ has a VS Code extension and a tree-sitter grammar.\n`--set`, -A, -W and -D go in the client's initializationOptions:\n  {\"params\": {\"public\": \"ens3\"}, \"allow\": [], \"warn\": [], \"deny\": [\"warnings\"]}")]
     Lsp,
+    /// Rewrite policies in the canonical layout (docs/formatting.md)
+    #[command(after_help = "Exit 0 when every file is formatted (or was rewritten), 1 when --check found\none to format, 2 when a file does not parse or cannot be read or written.\n\nExamples:\n  fwc fmt policies/web.fw\n  fwc fmt --check policies/ stdlib/   # a directory: every .fw file under it\n  fwc fmt - < web.fw                  # standard input to standard output")]
+    Fmt {
+        /// Policy files or directories; `-` reads standard input and writes standard output
+        #[arg(required = true, value_name = "FILES")]
+        files: Vec<PathBuf>,
+        /// Change nothing: print a diff for each file that is not formatted and exit 1
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Args)]
@@ -285,6 +297,7 @@ fn main() -> ExitCode {
             Some(compilation) if compilation.has_errors() => ExitCode::from(1),
             Some(_) => ExitCode::SUCCESS,
         },
+        Command::Fmt { files, check } => fmt::run(&files, check),
     }
 }
 

@@ -7,6 +7,7 @@
 mod analysis;
 mod cases;
 mod cli;
+mod fmt;
 mod import;
 mod kernel;
 mod lsp;
