@@ -41,6 +41,7 @@ pub fn run(connection: &Connection, disk: &dyn FileSystem) -> Result<(), Error> 
             ..Default::default()
         }),
         document_symbol_provider: Some(lsp::OneOf::Left(true)),
+        document_formatting_provider: Some(lsp::OneOf::Left(true)),
         ..Default::default()
     };
     let initialize = connection.initialize(serde_json::to_value(capabilities)?)?;
@@ -191,6 +192,7 @@ impl Server<'_> {
             r::GotoDefinition::METHOD => self.handle(request, Server::definition),
             r::Completion::METHOD => self.handle(request, Server::completion),
             r::DocumentSymbolRequest::METHOD => self.handle(request, Server::symbols),
+            r::Formatting::METHOD => self.handle(request, Server::format),
             _ => return Response::new_err(id, ErrorCode::MethodNotFound as i32, format!("fwc lsp does not answer {}", request.method)),
         };
         match result {
@@ -255,6 +257,33 @@ impl Server<'_> {
         let text = &self.documents.get(&params.text_document.uri)?.text;
         let file = crate::syntax::parser::parse_file(0, text).0?;
         Some(lsp::DocumentSymbolResponse::Nested(complete::symbols(text, &file)))
+    }
+
+    /// `fwc fmt`'s layout, as edits of the lines that change. A document
+    /// that does not parse gets none (its diagnostics say why).
+    fn format(&mut self, params: lsp::DocumentFormattingParams) -> Option<Vec<lsp::TextEdit>> {
+        let text = &self.documents.get(&params.text_document.uri)?.text;
+        let formatted = crate::fmt::format(text).ok()?;
+        let index = LineIndex::new(text);
+        let starts: Vec<usize> = std::iter::once(0).chain(text.split_inclusive('\n').scan(0, |end, line| {
+            *end += line.len();
+            Some(*end)
+        })).collect();
+        let new_lines: Vec<&str> = formatted.split_inclusive('\n').collect();
+        let diff = similar::TextDiff::from_lines(text.as_str(), formatted.as_str());
+        let edits = diff
+            .ops()
+            .iter()
+            .filter(|op| op.tag() != similar::DiffTag::Equal)
+            .map(|op| {
+                let (old, new) = (op.old_range(), op.new_range());
+                lsp::TextEdit {
+                    range: index.range(starts[old.start], starts[old.end]),
+                    new_text: new_lines[new].concat(),
+                }
+            })
+            .collect();
+        Some(edits)
     }
 }
 

@@ -524,3 +524,66 @@ fn hover_definition_completion_and_symbols() {
     client.shutdown();
     std::fs::remove_dir_all(&directory).unwrap();
 }
+
+/// Applies LSP text edits (UTF-16 positions, none overlapping) to a text.
+fn apply(text: &str, edits: &[Value]) -> String {
+    let offset = |position: &Value| {
+        let (line, character) = (position["line"].as_u64().unwrap() as usize, position["character"].as_u64().unwrap() as usize);
+        let line_start: usize = text.split_inclusive('\n').take(line).map(str::len).sum();
+        let mut units = 0;
+        for (index, c) in text[line_start..].char_indices() {
+            if units >= character || c == '\n' {
+                return line_start + index;
+            }
+            units += c.len_utf16();
+        }
+        text.len()
+    };
+    let mut edits: Vec<(usize, usize, &str)> = edits
+        .iter()
+        .map(|edit| (offset(&edit["range"]["start"]), offset(&edit["range"]["end"]), edit["newText"].as_str().unwrap()))
+        .collect();
+    edits.sort_by_key(|(start, _, _)| std::cmp::Reverse(*start));
+    let mut out = text.to_string();
+    for (start, end, new_text) in edits {
+        out.replace_range(start..end, new_text);
+    }
+    out
+}
+
+#[test]
+fn formatting_is_fwc_fmt() {
+    let directory = scratch("format");
+    let path = directory.join("messy.fw");
+    let messy = "# héllo 😀\nlet   admins={198.18.0.0/24,fd00:1::/48}\nallow in tcp 22 from $admins    stateful # ssh\n\n\n\nchain audit {\ndeny from 198.18.9.0/24\n   return\n}\njump in to audit\n";
+    let mut client = Client::start(Value::Null);
+    let document = uri(&path);
+    client.open(&document, messy);
+    let formatting = |client: &mut Client| {
+        client.request(
+            "textDocument/formatting",
+            json!({"textDocument": {"uri": document}, "options": {"tabSize": 4, "insertSpaces": true}}),
+        )
+    };
+    let edits = formatting(&mut client);
+    let edits = edits.as_array().expect("edits");
+    assert!(!edits.is_empty());
+    let mut fmt = Command::new(env!("CARGO_BIN_EXE_fwc"))
+        .args(["fmt", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("fwc fmt runs");
+    fmt.stdin.take().unwrap().write_all(messy.as_bytes()).unwrap();
+    let expected = String::from_utf8(fmt.wait_with_output().unwrap().stdout).unwrap();
+    assert_ne!(expected, messy);
+    let formatted = apply(messy, edits);
+    assert_eq!(formatted, expected);
+    // Formatted text needs no edit; text that does not parse gets none.
+    client.change(&document, 2, &formatted);
+    assert_eq!(formatting(&mut client), json!([]));
+    client.change(&document, 3, "allow in tcp 22 from\n");
+    assert_eq!(formatting(&mut client), Value::Null);
+    client.shutdown();
+    std::fs::remove_dir_all(&directory).unwrap();
+}
