@@ -10,5 +10,6 @@ mod cli;
 mod fmt;
 mod import;
 mod kernel;
+mod lsp;
 mod robustness;
 mod sarif;
