@@ -11,6 +11,7 @@ pub mod analysis;
 pub mod diagnostics;
 pub mod emit;
 pub mod eval;
+pub mod host;
 pub mod import;
 pub mod ir;
 pub mod lower;
