@@ -33,6 +33,7 @@ mod behaviour;
 mod determinism;
 mod differential;
 mod generate;
+mod host;
 mod lab;
 mod nat;
 mod policies;

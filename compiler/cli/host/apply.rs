@@ -161,7 +161,7 @@ pub fn run(args: &ApplyArgs) -> u8 {
         Some(pending) => {
             println!(
                 "run `fwc confirm` within {} s (from a new SSH connection, to prove it works), or the previous rules come back",
-                pending.deadline.saturating_sub(super::state::now())
+                pending.deadline.saturating_sub(super::state::now()).div_ceil(1000)
             );
         }
         None => {

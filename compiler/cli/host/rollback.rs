@@ -21,8 +21,7 @@ use std::time::Duration;
 
 /// Writes the pending record and starts the rollback process.
 pub fn arm(state: &State, host: &HostArgs, seconds: u64) -> Result<Pending, String> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.subsec_nanos());
-    let pending = Pending { id: format!("{}-{}-{nanos}", std::process::id(), now()), deadline: now() + seconds };
+    let pending = Pending { id: format!("{}-{}", std::process::id(), now()), deadline: now() + seconds * 1000 };
     state.set_pending(&pending)?;
     let program = std::env::current_exe().map_err(|error| format!("cannot find the fwc binary: {error}"))?;
     let mut command = Command::new(program);

@@ -7,7 +7,8 @@
 //!   files that bring them back (also resetting tables fwc created);
 //! - `applied/`: the last build loaded; `confirmed/`: the last build
 //!   confirmed (what boot loads); `previous/`: the one before it;
-//! - `pending`: an apply waiting for `fwc confirm` (`id`, `deadline`);
+//! - `pending`: an apply waiting for `fwc confirm` (`id`, `deadline` in
+//!   milliseconds since the epoch);
 //! - `rollback.log`: what the rollback process did.
 //!
 //! Every file is written to a temporary name, synced and renamed, with mode
@@ -33,7 +34,7 @@ pub struct Lock {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pending {
     pub id: String,
-    /// Seconds since the epoch after which the rules come back.
+    /// Milliseconds since the epoch after which the rules come back.
     pub deadline: u64,
 }
 
@@ -118,7 +119,7 @@ impl State {
     /// A line in rollback.log, with the time.
     pub fn log(&self, message: &str) {
         if let Ok(mut file) = OpenOptions::new().create(true).append(true).mode(0o600).open(self.path("rollback.log")) {
-            let _ = writeln!(file, "{} {message}", now());
+            let _ = writeln!(file, "{}.{:03} {message}", now() / 1000, now() % 1000);
         }
     }
 
@@ -145,7 +146,7 @@ impl State {
     }
 }
 
-/// Seconds since the epoch.
+/// Milliseconds since the epoch.
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
