@@ -15,7 +15,8 @@ fi
 # saved files), python3 for the small traffic endpoints of behaviour tests,
 # conntrack to flush connection state between differential probes, and the
 # rule generators whose output `fwc import` must round-trip (ferm, ufw,
-# Shorewall, FireHOL; util-linux and mount for their namespaces).
+# Shorewall, FireHOL; util-linux and mount for their namespaces; util-linux
+# also for `unshare --net`, fwc apply's pre-flight, and iproute2 for its `ss`).
 packages=(iptables nftables iproute2 netbase python3 conntrack ferm ufw shorewall shorewall6 firehol util-linux mount)
 missing=()
 for package in "${packages[@]}"; do
