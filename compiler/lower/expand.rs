@@ -114,14 +114,14 @@ pub fn place(resolved: &Resolved, diagnostics: &mut Vec<Diagnostic>) -> Ruleset 
             name: chain.name.value.clone(),
             keep: chain.keep,
             span: chain.span,
-            families: Family::BOTH.to_vec(),
+            families: chain.families.clone(),
         });
         if chains.has_replies(&chain.name.value) {
             ir_chains.push(Chain {
                 name: reply_name(&chain.name.value),
                 keep: false,
                 span: chain.span,
-                families: Family::BOTH.to_vec(),
+                families: chain.families.clone(),
             });
         }
     }
@@ -407,6 +407,12 @@ impl Placer<'_> {
                         }
                     },
                 };
+                // Only `return` and NAT rules get here with a negated list
+                // (`negation.rs` gives the others a helper chain).
+                if protocol.is_some_and(|protocol| protocol.icmp_negated && protocol.icmp_types.len() > 1) {
+                    self.unsupported_negation(rule, "several ICMP types");
+                    return;
+                }
                 let icmp_types: Vec<Option<Match<IcmpType>>> = match protocol {
                     Some(protocol) if !protocol.icmp_types.is_empty() => protocol
                         .icmp_types
@@ -522,7 +528,10 @@ impl Placer<'_> {
         self.diagnostics.push(
             Diagnostic::new(Code::MisplacedClause, format!("`not` before {what} cannot be one kernel rule"))
                 .primary(rule.span, "negates a list")
-                .note("negate one address or block, or up to 15 ports; or deny the list first and allow the rest after"),
+                .note(format!(
+                    "`not` before a list works in allow, deny, reject, jump and log rules (through a helper chain), but a `{}` rule can negate only one value",
+                    rule.action.keyword()
+                )),
         );
     }
 
@@ -530,7 +539,7 @@ impl Placer<'_> {
         RuleOrigin {
             span: rule.span,
             via: rule.context.via.clone(),
-            derived,
+            derived: derived.or(rule.negation.then_some(Derivation::Negation)),
             ignored: rule.ignored.clone(),
             narrowed: rule.narrowed,
         }
