@@ -129,7 +129,7 @@ impl Table {
         self.chains.iter().all(|(chain_name, chain)| {
             builtin_chains(name).contains(&chain_name.as_str())
                 && chain.rules.is_empty()
-                && chain.policy.as_deref().is_none_or(|policy| policy == "ACCEPT")
+                && chain.policy.as_deref().map_or(true, |policy| policy == "ACCEPT")
         })
     }
 
