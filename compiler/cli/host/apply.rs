@@ -92,7 +92,7 @@ pub fn run(args: &ApplyArgs) -> u8 {
         }
     }
     for plan in &plans {
-        if let Err(error) = backend.preflight(plan.family, &plan.target.restore_text(&[])) {
+        if let Err(error) = backend.preflight(plan.family, &plan.target.restore_text(&[]), args.host.wait) {
             return fail(exit::REFUSED, &format!("refused: the {} rules do not load: {error}", plan.family.name()));
         }
     }

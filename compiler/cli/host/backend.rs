@@ -59,20 +59,26 @@ impl Backend {
     /// Loads a restore file into a network namespace of its own, created for
     /// this load and gone with it: the kernel checks every rule, which
     /// `--test` alone does not on the nf_tables backend.
-    pub fn preflight(self, family: Family, text: &str) -> Result<(), String> {
+    /// The legacy backend's lock is a file, not a namespace's: the scratch
+    /// load waits for it like the real one.
+    pub fn preflight(self, family: Family, text: &str, wait: u32) -> Result<(), String> {
         let program = self.program(family, "restore");
         let mut command = Command::new("unshare");
-        command.arg("--net").arg(&program);
-        run(command, Some(text), &format!("unshare --net {program}"))
-            .map(drop)
-            .map_err(|error| format!("the kernel refuses the rules in a scratch namespace: {error}"))
+        command.arg("--net").arg(&program).arg("-w").arg(wait.to_string());
+        run(command, Some(text), &format!("unshare --net {program}")).map(drop).map_err(|error| {
+            if error.contains("xtables lock") {
+                explain_lock(error, wait)
+            } else {
+                format!("the kernel refuses the rules in a scratch namespace: {error}")
+            }
+        })
     }
 }
 
 /// The xtables lock held too long gets a message that says so.
 fn explain_lock(error: String, wait: u32) -> String {
     if error.contains("xtables lock") {
-        format!("another program held the xtables lock for more than {wait} s (--wait); nothing of this family was loaded: {error}")
+        format!("another program held the xtables lock for more than {wait} s (--wait): {error}")
     } else {
         error
     }

@@ -78,13 +78,20 @@ pub fn load(backend: Backend, plans: &[FamilyPlan], wait: u32, state: &State) ->
     Loaded::Done
 }
 
+/// How long a rollback waits for the xtables lock at least: giving up
+/// early would leave the new rules half loaded.
+const ROLLBACK_WAIT: u32 = 60;
+
 /// Loads each family's rollback file, then checks that the live rules are
-/// exactly those of the file.
+/// exactly those of the file. The check decides: a restore that failed
+/// because nothing needed undoing (the load it follows never got the
+/// xtables lock) is no failure.
 pub fn roll_back(backend: Backend, rollbacks: &[(Family, String)], wait: u32) -> Result<(), String> {
     let mut failures = Vec::new();
+    let mut restore_errors = Vec::new();
     for (family, text) in rollbacks {
-        if let Err(error) = backend.restore(*family, text, wait) {
-            failures.push(error);
+        if let Err(error) = backend.restore(*family, text, wait.max(ROLLBACK_WAIT)) {
+            restore_errors.push(error);
         }
     }
     for (family, text) in rollbacks {
@@ -103,6 +110,7 @@ pub fn roll_back(backend: Backend, rollbacks: &[(Family, String)], wait: u32) ->
     if failures.is_empty() {
         Ok(())
     } else {
+        failures.extend(restore_errors);
         Err(failures.join("\n"))
     }
 }

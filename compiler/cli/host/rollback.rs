@@ -178,7 +178,7 @@ pub fn boot(state: &State, host: &HostArgs) -> u8 {
 fn load_build(backend: Backend, wait: u32, state: &State, v4: &str, v6: &str) -> Result<(), String> {
     let plans = plan(backend, [v4, v6], "boot")?;
     for plan in &plans {
-        backend.preflight(plan.family, &plan.target.restore_text(&[]))?;
+        backend.preflight(plan.family, &plan.target.restore_text(&[]), wait)?;
     }
     match load(backend, &plans, wait, state) {
         Loaded::Done => Ok(()),

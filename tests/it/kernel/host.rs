@@ -545,3 +545,97 @@ fn boot_loads_the_confirmed_build_or_falls_back() {
     assert_eq!(live.tables["filter"].chains["INPUT"].policy.as_deref(), Some("DROP"));
     assert_eq!(live, Rules::parse(fwc::host::emergency::restore_text(fwc::ir::Family::V4)).unwrap());
 }
+
+#[test]
+fn a_held_xtables_lock_refuses_after_the_wait_with_a_clear_message() {
+    // The legacy backend's lock is a file; a private one (XTABLES_LOCKFILE)
+    // keeps the machine's other iptables users out of this test.
+    let host = Host::new("iptables-legacy");
+    let lockfile = host.state.path().with_extension("xtables.lock");
+    std::fs::write(&lockfile, "").expect("lock file");
+    let mut holder = Command::new("flock")
+        .arg(&lockfile)
+        .args(["sleep", "5"])
+        .env("PATH", &tools().path)
+        .spawn()
+        .expect("flock (util-linux) runs");
+    std::thread::sleep(Duration::from_millis(300));
+    let files = TempDir::new("policies");
+    let web = policy(&files, "web.fw", POLICY);
+    let started = Instant::now();
+    let ran = run(
+        host.fwc_command(&["apply", &web, "--confirm", "0", "--wait", "1"]).env("XTABLES_LOCKFILE", &lockfile),
+        None,
+        Duration::from_secs(60),
+    )
+    .expect("fwc runs");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let _ = std::fs::remove_file(&lockfile);
+    assert_eq!(code(&ran), REFUSED, "{}", show(&ran));
+    assert!(ran.stderr.contains("held the xtables lock for more than 1 s"), "{}", show(&ran));
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited");
+    assert_eq!(host.live("v4"), Rules::default(), "nothing loaded");
+}
+
+#[test]
+fn a_busy_state_lock_and_a_missing_build_are_reported() {
+    let host = Host::new("iptables");
+    let diff = host.fwc(&["diff"]);
+    assert_eq!(code(&diff), 2, "no applied build: cannot tell: {}", show(&diff));
+    std::fs::write(host.state_file("lock"), "").expect("lock file");
+    let mut holder = Command::new("flock")
+        .arg(host.state_file("lock"))
+        .args(["sleep", "5"])
+        .env("PATH", &tools().path)
+        .spawn()
+        .expect("flock (util-linux) runs");
+    std::thread::sleep(Duration::from_millis(300));
+    let files = TempDir::new("policies");
+    let web = policy(&files, "web.fw", POLICY);
+    let ran = host.fwc(&["apply", &web, "--confirm", "0", "--wait", "1"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(code(&ran), REFUSED, "{}", show(&ran));
+    assert!(ran.stderr.contains("another fwc"), "{}", show(&ran));
+}
+
+/// dist/if-pre-up.d/fwc: loads the confirmed rules once per boot, lets
+/// the interface come up on a fallback, and refuses it when nothing loads.
+#[test]
+fn the_if_pre_up_hook_loads_once_and_never_fails_open() {
+    let mut host = Host::new("iptables");
+    let files = TempDir::new("policies");
+    let web = policy(&files, "web.fw", POLICY);
+    let ran = host.fwc(&["apply", &web, "--confirm", "0"]);
+    assert_eq!(code(&ran), APPLIED, "{}", show(&ran));
+    let confirmed = host.live("v4");
+    host.restore("v4", "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
+    let hook = super::support::repo_root().join("dist/if-pre-up.d/fwc");
+    let mark = host.state.path().with_extension("booted");
+    let run_hook = |host: &Host| {
+        let mut command = host.netns.command("sh");
+        command
+            .arg(&hook)
+            .env("FWC", FWC)
+            .env("FWC_BOOT_MARK", &mark)
+            .env("FWC_STATE_DIR", host.state.path())
+            .env("PATH", host.path())
+            .env("IFACE", "eth0");
+        run(&mut command, None, Duration::from_secs(60)).expect("the hook runs")
+    };
+    let ran = run_hook(&host);
+    assert_eq!(code(&ran), 0, "{}", show(&ran));
+    assert_eq!(host.live("v4"), confirmed);
+    // Once per boot: the next interface changes nothing.
+    host.restore("v4", "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n");
+    let ran = run_hook(&host);
+    assert_eq!(code(&ran), 0, "{}", show(&ran));
+    assert_eq!(host.live("v4"), Rules::default());
+    // Nothing loads at all (every restore fails): the interface stays down.
+    let _ = std::fs::remove_file(&mark);
+    host.shim("iptables-restore", "#!/bin/sh\ncat >/dev/null\necho 'shim: no' >&2\nexit 1\n");
+    let ran = run_hook(&host);
+    let _ = std::fs::remove_file(&mark);
+    assert_eq!(code(&ran), 1, "{}", show(&ran));
+}
