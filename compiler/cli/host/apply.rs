@@ -92,7 +92,7 @@ pub fn run(args: &ApplyArgs) -> u8 {
         }
     }
     for plan in &plans {
-        if let Err(error) = backend.preflight(plan.family, &plan.target.restore_text(&[]), args.host.wait) {
+        if let Err(error) = backend.preflight(plan.family, &backend.render(&plan.target, &[]), args.host.wait) {
             return fail(exit::REFUSED, &format!("refused: the {} rules do not load: {error}", plan.family.name()));
         }
     }
@@ -103,10 +103,10 @@ pub fn run(args: &ApplyArgs) -> u8 {
     if !waiting {
         for plan in &plans {
             let suffix = family_suffix(plan.family);
-            let backup = plan.live.restore_text(&[]);
+            let backup = backend.render(&plan.live, &[]);
             if let Err(error) = state
                 .write(&format!("backup.{suffix}"), &backup)
-                .and_then(|()| state.write(&format!("rollback.{suffix}"), &plan.rollback_text()))
+                .and_then(|()| state.write(&format!("rollback.{suffix}"), &plan.rollback_text(backend)))
             {
                 return fail(exit::USAGE, &error);
             }
@@ -117,12 +117,12 @@ pub fn run(args: &ApplyArgs) -> u8 {
             let suffix = family_suffix(plan.family);
             let name = format!("rollback.{suffix}");
             let Some(text) = state.read(&name) else { continue };
-            let (Ok(old), Ok(dump)) = (fwc::host::ruleset::Rules::parse(&text), fwc::import::parse::parse_dump(&text)) else {
+            let (Ok(old), Ok(dump)) = (backend.normalise(&text), fwc::import::parse::parse_dump(&text)) else {
                 continue;
             };
             let mut extra: Vec<String> = dump.tables.into_iter().map(|table| table.name).collect();
             extra.extend(plan.target.tables.keys().cloned());
-            if let Err(error) = state.write(&name, &old.restore_text(&extra)) {
+            if let Err(error) = state.write(&name, &backend.render(&old, &extra)) {
                 return fail(exit::USAGE, &error);
             }
         }
@@ -207,16 +207,15 @@ pub fn report_kept(plans: &[FamilyPlan]) {
 fn verify(backend: Backend, plans: &[FamilyPlan]) {
     for plan in plans {
         let owned: Vec<String> = plan.target.tables.keys().cloned().collect();
-        match backend.save(plan.family).map(|text| fwc::host::ruleset::Rules::parse(&text)) {
-            Ok(Ok(live)) if live.only_tables(&owned) == plan.target => {}
-            Ok(Ok(live)) => {
+        match backend.live(plan.family) {
+            Ok(live) if live.only_tables(&owned) == plan.target => {}
+            Ok(live) => {
                 let diffs = fwc::host::diff::diff(&live.only_tables(&owned), &plan.target, "live", "loaded");
                 eprintln!("warning: the live {} rules print differently from what was loaded:", plan.family.name());
                 for chain in diffs {
                     eprint!("{}", chain.text);
                 }
             }
-            Ok(Err(error)) => eprintln!("warning: cannot read the live {} rules back: {error}", plan.family.name()),
             Err(error) => eprintln!("warning: {error}"),
         }
     }

@@ -1,9 +1,13 @@
 //! The programs that read and load the kernel's rules, one backend each.
 //!
-//! A backend is the three things apply and diff need: dump the live rules
-//! of a family, load a restore file, and load one into a scratch network
-//! namespace first. Everything else works on the text they exchange.
+//! A backend is what apply and diff need of the kernel's rules: dump the
+//! live rules of a family (`save`), read a dump or a build into the normal
+//! form they are compared in (`normalise`), write the normal form back as
+//! the backend's input (`render`), load it (`restore`), and load it into a
+//! scratch network namespace first (`preflight`). Everything else works on
+//! the normal form. Another backend (nftables) is another variant here.
 
+use fwc::host::ruleset::Rules;
 use fwc::ir::Family;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -45,6 +49,23 @@ impl Backend {
     pub fn save(self, family: Family) -> Result<String, String> {
         let program = self.program(family, "save");
         run(Command::new(&program), None, &program)
+    }
+
+    /// A dump, a build or a backup in normal form.
+    pub fn normalise(self, text: &str) -> Result<Rules, String> {
+        Rules::parse(text).map_err(|error| error.to_string())
+    }
+
+    /// The live rules of one family in normal form.
+    pub fn live(self, family: Family) -> Result<Rules, String> {
+        let text = self.save(family)?;
+        self.normalise(&text).map_err(|error| format!("cannot read the live {} rules ({}): {error}", family.name(), self.name()))
+    }
+
+    /// The input that loads exactly `rules`, resetting `empty_tables` too
+    /// (tables to leave empty and accepting).
+    pub fn render(self, rules: &Rules, empty_tables: &[String]) -> String {
+        rules.restore_text(empty_tables)
     }
 
     /// Loads a restore file, waiting at most `wait` seconds for the xtables

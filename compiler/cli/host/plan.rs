@@ -21,8 +21,8 @@ pub struct FamilyPlan {
 impl FamilyPlan {
     /// The restore file that brings back the live rules, resetting the
     /// tables the target loads and the live rules lack.
-    pub fn rollback_text(&self) -> String {
-        self.live.restore_text(&self.target.tables_missing_from(&self.live))
+    pub fn rollback_text(&self, backend: Backend) -> String {
+        backend.render(&self.live, &self.target.tables_missing_from(&self.live))
     }
 }
 
@@ -30,10 +30,8 @@ impl FamilyPlan {
 pub fn plan(backend: Backend, build: [&str; 2], wanted_name: &str) -> Result<Vec<FamilyPlan>, String> {
     let mut plans = Vec::new();
     for (family, text) in Family::BOTH.into_iter().zip(build) {
-        let live_text = backend.save(family)?;
-        let live = Rules::parse(&live_text)
-            .map_err(|error| format!("cannot read the live {} rules ({}): {error}", family.name(), backend.name()))?;
-        let built = Rules::parse(text).map_err(|error| format!("the {} build is not a restore file: {error}", family.name()))?;
+        let live = backend.live(family)?;
+        let built = backend.normalise(text).map_err(|error| format!("the {} build is not a restore file: {error}", family.name()))?;
         let keep = Keep::from_restore(text);
         let (target, kept) = splice(&built, &live, &keep);
         let owned: Vec<String> = built.tables.keys().cloned().collect();
@@ -60,9 +58,9 @@ pub enum Loaded {
 /// rollback file and re-reads the live rules to prove they are back.
 pub fn load(backend: Backend, plans: &[FamilyPlan], wait: u32, state: &State) -> Loaded {
     for plan in plans {
-        if let Err(error) = backend.restore(plan.family, &plan.target.restore_text(&[]), wait) {
+        if let Err(error) = backend.restore(plan.family, &backend.render(&plan.target, &[]), wait) {
             let error = format!("loading the {} rules failed: {error}", plan.family.name());
-            let rollbacks: Vec<(Family, String)> = plans.iter().map(|plan| (plan.family, plan.rollback_text())).collect();
+            let rollbacks: Vec<(Family, String)> = plans.iter().map(|plan| (plan.family, plan.rollback_text(backend))).collect();
             return match roll_back(backend, &rollbacks, wait) {
                 Ok(()) => {
                     state.log(&format!("{error}; the previous rules are back"));
@@ -95,15 +93,14 @@ pub fn roll_back(backend: Backend, rollbacks: &[(Family, String)], wait: u32) ->
         }
     }
     for (family, text) in rollbacks {
-        let wanted = Rules::parse(text).map_err(|error| format!("the {} rollback file is damaged: {error}", family.name()))?;
-        match backend.save(*family).map(|live| Rules::parse(&live)) {
-            Ok(Ok(live)) if live == wanted => {}
-            Ok(Ok(live)) => {
+        let wanted = backend.normalise(text).map_err(|error| format!("the {} rollback file is damaged: {error}", family.name()))?;
+        match backend.live(*family) {
+            Ok(live) if live == wanted => {}
+            Ok(live) => {
                 let diffs = diff(&live, &wanted, "live", "before");
                 let text: String = diffs.iter().map(|chain| chain.text.as_str()).collect();
                 failures.push(format!("the live {} rules are not the previous ones:\n{text}", family.name()));
             }
-            Ok(Err(error)) => failures.push(format!("cannot read the live {} rules: {error}", family.name())),
             Err(error) => failures.push(error),
         }
     }

@@ -21,7 +21,11 @@ use std::time::Duration;
 
 /// Writes the pending record and starts the rollback process.
 pub fn arm(state: &State, host: &HostArgs, seconds: u64) -> Result<Pending, String> {
-    let pending = Pending { id: format!("{}-{}", std::process::id(), now()), deadline: now() + seconds * 1000 };
+    let pending = Pending {
+        id: format!("{}-{}", std::process::id(), now()),
+        deadline: now() + seconds * 1000,
+        session: std::env::var("SSH_CONNECTION").unwrap_or_default(),
+    };
     state.set_pending(&pending)?;
     let program = std::env::current_exe().map_err(|error| format!("cannot find the fwc binary: {error}"))?;
     let mut command = Command::new(program);
@@ -119,10 +123,17 @@ pub fn confirm(host: &HostArgs) -> u8 {
             return exit::REFUSED;
         }
     };
-    if state.pending().is_none() {
+    let Some(pending) = state.pending() else {
         let last = state.read("rollback.log").and_then(|log| log.lines().last().map(str::to_string)).unwrap_or_default();
         eprintln!("error: no apply is waiting for confirmation (last rollback log line: {last})");
         return exit::REFUSED;
+    };
+    let session = std::env::var("SSH_CONNECTION").unwrap_or_default();
+    if !session.is_empty() && session == pending.session {
+        eprintln!(
+            "warning: confirming from the SSH connection that applied the rules shows only that it still works; \
+             a new connection would show that new ones get in"
+        );
     }
     state.remove("pending");
     if let Err(error) = state.confirm_applied() {
@@ -178,7 +189,7 @@ pub fn boot(state: &State, host: &HostArgs) -> u8 {
 fn load_build(backend: Backend, wait: u32, state: &State, v4: &str, v6: &str) -> Result<(), String> {
     let plans = plan(backend, [v4, v6], "boot")?;
     for plan in &plans {
-        backend.preflight(plan.family, &plan.target.restore_text(&[]), wait)?;
+        backend.preflight(plan.family, &backend.render(&plan.target, &[]), wait)?;
     }
     match load(backend, &plans, wait, state) {
         Loaded::Done => Ok(()),

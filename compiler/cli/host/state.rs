@@ -36,6 +36,8 @@ pub struct Pending {
     pub id: String,
     /// Milliseconds since the epoch after which the rules come back.
     pub deadline: u64,
+    /// `SSH_CONNECTION` of the apply, empty when it ran elsewhere.
+    pub session: String,
 }
 
 impl State {
@@ -109,11 +111,16 @@ impl State {
     pub fn pending(&self) -> Option<Pending> {
         let text = self.read("pending")?;
         let field = |key: &str| text.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix(' ')).map(str::to_string);
-        Some(Pending { id: field("id")?, deadline: field("deadline")?.parse().ok()? })
+        Some(Pending {
+            id: field("id")?,
+            deadline: field("deadline")?.parse().ok()?,
+            session: field("session").unwrap_or_default(),
+        })
     }
 
     pub fn set_pending(&self, pending: &Pending) -> Result<(), String> {
-        self.write("pending", &format!("id {}\ndeadline {}\n", pending.id, pending.deadline))
+        let session = pending.session.replace('\n', " ");
+        self.write("pending", &format!("id {}\ndeadline {}\nsession {session}\n", pending.id, pending.deadline))
     }
 
     /// A line in rollback.log, with the time.

@@ -344,6 +344,20 @@ fn a_policy_that_cuts_the_ssh_session_is_refused() {
     assert_eq!(code(&ran), REFUSED, "{}", show(&ran));
 }
 
+#[test]
+fn the_session_in_ssh_connection_is_checked_too() {
+    let host = Host::new("iptables");
+    let files = TempDir::new("policies");
+    let cutting = policy(&files, "cut.fw", &format!("{CUTS_SSH}ignore lockout \"the test has no sshd\"\n"));
+    let mut command = host.fwc_command(&["apply", &cutting, "--confirm", "0"]);
+    command.env("SSH_CONNECTION", "198.18.0.5 40000 198.18.0.1 2222");
+    let ran = run(&mut command, None, Duration::from_secs(60)).expect("fwc runs");
+    assert_eq!(code(&ran), REFUSED, "{}", show(&ran));
+    assert!(ran.stderr.contains("198.18.0.5 port 40000 to 198.18.0.1 port 2222"), "{}", show(&ran));
+    let ran = host.fwc(&["apply", &cutting, "--confirm", "0"]);
+    assert_eq!(code(&ran), APPLIED, "no session, no refusal: {}", show(&ran));
+}
+
 /// `--force --confirm 2`, the applying process killed by `signal` (to its
 /// whole process group, as a dying SSH session does) in the middle of its
 /// load, IPv4 loaded and IPv6 not: both families come back.
