@@ -89,9 +89,17 @@ impl Host {
         self.netns.exec(&[&program], Some(text.as_bytes())).unwrap_or_else(|error| panic!("{error}"));
     }
 
+    /// A path in a directory of the test's own beside the state directory
+    /// (shims, counters, logs), removed with the host.
+    fn scratch(&self, name: &str) -> PathBuf {
+        let directory = self.state.path().with_extension("scratch");
+        std::fs::create_dir_all(&directory).expect("scratch directory");
+        directory.join(name)
+    }
+
     /// Puts a shell script named `name` in front of `PATH`.
     fn shim(&mut self, name: &str, script: &str) {
-        let directory = self.state.path().with_extension("shims");
+        let directory = self.scratch("bin");
         std::fs::create_dir_all(&directory).expect("shim directory");
         let path = directory.join(name);
         std::fs::write(&path, script).expect("shim written");
@@ -107,9 +115,7 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        if let Some(shims) = &self.shims {
-            let _ = std::fs::remove_dir_all(shims);
-        }
+        let _ = std::fs::remove_dir_all(self.state.path().with_extension("scratch"));
     }
 }
 
@@ -189,7 +195,7 @@ fn a_failing_ip6tables_restore_leaves_both_families_as_before() {
     // Call 1 is the scratch-namespace check, call 2 the real load: it loads
     // the rules, then reports failure, the worst case. Later calls (the
     // rollback) work.
-    let counter = host.state.path().with_extension("count");
+    let counter = host.scratch("count");
     host.shim(
         "ip6tables-restore",
         &format!(
@@ -226,7 +232,7 @@ fn a_policy_the_kernel_refuses_is_refused_before_anything_changes() {
 #[test]
 fn two_applies_at_once_take_turns() {
     let mut host = Host::new("iptables");
-    let log = host.state.path().with_extension("log");
+    let log = host.scratch("log");
     // Each restore records when it starts and ends; the loads of two
     // applies must not interleave.
     for program in ["iptables-restore", "ip6tables-restore"] {
@@ -369,7 +375,7 @@ fn rollback_survives(signal: i32) {
     let before = (host.live("v4"), host.live("v6"));
     {
         // The real IPv6 load (the second ip6tables-restore) hangs.
-        let counter = host.state.path().with_extension("count");
+        let counter = host.scratch("count");
         host.shim(
             "ip6tables-restore",
             &format!(
@@ -565,7 +571,7 @@ fn a_held_xtables_lock_refuses_after_the_wait_with_a_clear_message() {
     // The legacy backend's lock is a file; a private one (XTABLES_LOCKFILE)
     // keeps the machine's other iptables users out of this test.
     let host = Host::new("iptables-legacy");
-    let lockfile = host.state.path().with_extension("xtables.lock");
+    let lockfile = host.scratch("xtables.lock");
     std::fs::write(&lockfile, "").expect("lock file");
     let mut holder = Command::new("flock")
         .arg(&lockfile)
@@ -626,7 +632,7 @@ fn the_if_pre_up_hook_loads_once_and_never_fails_open() {
     let confirmed = host.live("v4");
     host.restore("v4", "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
     let hook = super::support::repo_root().join("dist/if-pre-up.d/fwc");
-    let mark = host.state.path().with_extension("booted");
+    let mark = host.scratch("booted");
     let run_hook = |host: &Host| {
         let mut command = host.netns.command("sh");
         command
