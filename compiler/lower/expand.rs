@@ -16,7 +16,7 @@ use crate::diagnostics::{Code, Diagnostic};
 use crate::ir::*;
 use crate::syntax::ast::{Action, Direction};
 use crate::tables;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// The kernel's limit on chain names, in bytes.
 const CHAIN_NAME_MAX: usize = 28;
@@ -28,7 +28,7 @@ const RESERVED: &[&str] = &[
 
 pub fn place(resolved: &Resolved, diagnostics: &mut Vec<Diagnostic>) -> Ruleset {
     let chains = ChainTable::new(&resolved.chains, &resolved.top, diagnostics);
-    let mut placer = Placer { chains: &chains, rules: Vec::new(), diagnostics };
+    let mut placer = Placer { chains: &chains, rules: Vec::new(), diagnostics, answers: HashSet::new() };
 
     for rule in &resolved.top {
         let Some(direction) = rule.direction.as_ref().map(|direction| direction.value) else {
@@ -371,6 +371,8 @@ struct Placer<'a> {
     chains: &'a ChainTable,
     rules: Vec<Rule>,
     diagnostics: &'a mut Vec<Diagnostic>,
+    /// The reject answer rules written so far, to write each once.
+    answers: HashSet<(Family, Matches)>,
 }
 
 impl Placer<'_> {
@@ -625,7 +627,11 @@ impl Placer<'_> {
                     self.push(rule, family, chain, matches, Target::Reject(with), derived);
                 }
                 for answer in answers {
-                    self.push(rule, family, &ChainRef::Output, answer, Target::Accept, Some(Derivation::RejectAnswer));
+                    // Rejects on the same ports share their answer rule: a
+                    // second copy could never match.
+                    if self.answers.insert((family, answer.clone())) {
+                        self.push(rule, family, &ChainRef::Output, answer, Target::Accept, Some(Derivation::RejectAnswer));
+                    }
                 }
             }
             Action::Return => self.push(rule, family, chain, matches, Target::Return, None),
@@ -698,7 +704,7 @@ impl Placer<'_> {
             return;
         }
         let start = self.rules.len();
-        let mut scratch = Placer { chains: self.chains, rules: Vec::new(), diagnostics: &mut Vec::new() };
+        let mut scratch = Placer { chains: self.chains, rules: Vec::new(), diagnostics: &mut Vec::new(), answers: HashSet::new() };
         scratch.expand(rule, &Placement { chain: placement.chain.clone(), directions: placement.directions.clone(), reply_chain: None });
         for returned in scratch.rules {
             if let Some(reply) = mirror(&returned.matches) {

@@ -191,7 +191,7 @@ pub fn parse_value(file: FileId, text: &str) -> Result<Value, Diagnostic> {
 }
 
 /// Parses the packet of `fwc query`.
-pub fn parse_packet(file: FileId, text: &str) -> Result<PacketQuery, Diagnostic> {
+pub fn parse_packet(file: FileId, text: &str) -> Result<Packet, Diagnostic> {
     let mut pairs = Grammar::parse(G::packet_input, text).map_err(|error| syntax_error(file, text, error))?;
     let input = pairs.next().expect("packet_input");
     let mut builder = Builder { file, base: 0, diagnostics: Vec::new() };
@@ -669,21 +669,12 @@ impl Builder {
         };
         let direction = self.direction(parts.next().expect("direction"));
         let packet = self.packet(direction, parts);
-        Expect {
-            span,
-            verdict,
-            direction: packet.direction,
-            on: packet.on,
-            protocol: packet.protocol,
-            from: packet.from,
-            to: packet.to,
-            state: packet.state,
-        }
+        Expect { span, verdict, packet }
     }
 
     /// The parts of a packet, as `expect` lines and queries write them.
-    fn packet<'a>(&mut self, direction: Spanned<Direction>, parts: impl Iterator<Item = Node<'a>>) -> PacketQuery {
-        let mut packet = PacketQuery { direction, on: None, protocol: None, from: None, to: None, state: None };
+    fn packet<'a>(&mut self, direction: Spanned<Direction>, parts: impl Iterator<Item = Node<'a>>) -> Packet {
+        let mut packet = Packet { direction, on: None, protocol: None, from: None, to: None, state: None };
         for part in parts {
             let part_span = self.span(&part);
             match part.as_rule() {
