@@ -15,8 +15,9 @@ fi
 # saved files), python3 for the small traffic endpoints of behaviour tests,
 # conntrack to flush connection state between differential probes, and the
 # rule generators whose output `fwc import` must round-trip (ferm, ufw,
-# Shorewall, FireHOL; util-linux and mount for their namespaces).
-packages=(iptables nftables iproute2 netbase python3 conntrack ferm ufw shorewall shorewall6 firehol util-linux mount)
+# Shorewall, FireHOL; util-linux and mount for their namespaces), and
+# ipset for the address sets consolidated iptables rules match against.
+packages=(iptables nftables ipset iproute2 netbase python3 conntrack ferm ufw shorewall shorewall6 firehol util-linux mount)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
