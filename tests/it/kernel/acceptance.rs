@@ -194,7 +194,7 @@ fn nft_problems(built: &super::support::Built, problems: &mut Vec<String>) -> Re
     let dump: serde_json::Value = serde_json::from_str(&json).map_err(|error| format!("nft -j: {error}"))?;
     let live = dump["nftables"].as_array().map_or(0, |items| items.iter().filter(|item| item.get("rule").is_some()).count());
     let text = built.read("rules.nft")?;
-    let written = text.lines().filter(|line| line.starts_with("\t\t") && !line.starts_with("\t\t\t") && !line.starts_with("\t\ttype ") && !line.starts_with("\t\tflags ") && !line.starts_with("\t\telements") && line != "\t\t}").count();
+    let written = text.lines().filter(|line| line.starts_with("\t\t") && !line.starts_with("\t\t\t") && !line.starts_with("\t\ttype ") && !line.starts_with("\t\tflags ") && !line.starts_with("\t\telements") && *line != "\t\t}").count();
     if live != written {
         problems.push(format!("rules.nft has {written} rules, the kernel holds {live}"));
     }
