@@ -238,8 +238,13 @@ pub struct Iptables<'a> {
 /// Consolidates for iptables: runs differing in ports become multiport
 /// rules of up to 15 entries; runs differing in one address become one rule
 /// per block, or one rule matching an ipset from [`SET_FROM`] blocks on.
-pub fn iptables(ruleset: &Ruleset) -> Iptables<'_> {
+/// With `merge` false, every IR rule is one kernel rule.
+pub fn iptables(ruleset: &Ruleset, merge: bool) -> Iptables<'_> {
     let mut out = Iptables { rules: Vec::with_capacity(ruleset.rules.len()), sets: Vec::new() };
+    if !merge {
+        out.rules.extend(ruleset.rules.iter().map(|rule| IptRule { rule: std::borrow::Cow::Borrowed(rule), set: None }));
+        return out;
+    }
     let mut counters = [0usize; 2];
     for chain in chains(ruleset) {
         for run in runs(&chain, |_, _| true) {

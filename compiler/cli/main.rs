@@ -39,6 +39,9 @@ enum Command {
         /// Print the rule counts before and after consolidation, per backend, on stderr
         #[arg(long)]
         stats: bool,
+        /// One kernel rule per rule fwc lowers: do not merge adjacent rules into port lists and sets
+        #[arg(long)]
+        no_consolidate: bool,
     },
     /// Run the policy's `test` blocks (and those of POLICY.test.fw next to it)
     #[command(after_help = "Each `expect` must hold for every packet it covers: an omitted field means\nevery value (no address: both families; a block or set: every member; no\n`on`: every interface but lo), and the state defaults to new.\n\nExample:\n  fwc test policies/web.fw")]
@@ -56,7 +59,7 @@ enum Command {
         packet: String,
     },
     /// Translate iptables-save / ip6tables-save output into a .fw policy
-    #[command(after_help = "Rules fwc cannot express stay as `# unsupported:` comments; stderr says how\nmany rules were translated. Exit 0 (unsupported rules too), 2 for unreadable input.\n\nExamples:\n  iptables-save > v4.txt; ip6tables-save > v6.txt\n  fwc import v4.txt v6.txt -o imported.fw\n  iptables-save | fwc import -\n  fwc import --exact v4.txt v6.txt   # one rule per port: build gives the same rules back")]
+    #[command(after_help = "Rules fwc cannot express stay as `# unsupported:` comments; stderr says how\nmany rules were translated. Exit 0 (unsupported rules too), 2 for unreadable input.\n\nExamples:\n  iptables-save > v4.txt; ip6tables-save > v6.txt\n  fwc import v4.txt v6.txt -o imported.fw\n  iptables-save | fwc import -\n  fwc import --exact v4.txt v6.txt   # one rule per port: build --no-consolidate gives the same rules back")]
     Import {
         /// iptables-save output (`-` reads standard input); an ip6tables-save dump alone works too
         file: PathBuf,
@@ -140,7 +143,8 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Build { policy, out, emit, no_test, stats } => {
+        Command::Build { policy, out, emit, no_test, stats, no_consolidate } => {
+            let options = fwc::emit::Options { consolidate: !no_consolidate };
             let Some(compilation) = run_compile(&policy) else { return ExitCode::from(2) };
             let name = policy.policy.display().to_string();
             if compilation.has_errors() {
@@ -158,11 +162,11 @@ fn main() -> ExitCode {
             let ruleset = &compilation.lowered.ruleset;
             match emit {
                 Some(wanted) => {
-                    let outputs = fwc::emit::all(ruleset, &compilation.sources, &name);
+                    let outputs = fwc::emit::all_with(ruleset, &compilation.sources, &name, options);
                     let (_, text) = outputs.iter().find(|(file, _)| *file == wanted).expect("clap checked the name");
                     print!("{text}");
                 }
-                None => match write_outputs(&out, ruleset, &compilation.sources, &name) {
+                None => match write_outputs(&out, ruleset, &compilation.sources, &name, options) {
                     Ok(counts) if stats => eprintln!("{}", counts.describe()),
                     Ok(_) => {}
                     Err(error) => {
@@ -311,6 +315,7 @@ fn write_outputs(
     ruleset: &fwc::ir::Ruleset,
     sources: &fwc::Sources,
     policy_name: &str,
+    options: fwc::emit::Options,
 ) -> std::io::Result<fwc::consolidate::Stats> {
     std::fs::create_dir_all(directory)?;
     let names = fwc::emit::OUTPUT_NAMES;
@@ -321,7 +326,7 @@ fn write_outputs(
     }
     let [v4, v6, sh, saved_v4, saved_v6, nft, sets] = files.as_mut_slice() else { unreachable!("one file per output") };
     let writers: &mut [&mut (dyn std::io::Write + Send); 7] = &mut [v4, v6, sh, saved_v4, saved_v6, nft, sets];
-    let stats = fwc::emit::write(ruleset, sources, policy_name, writers)?;
+    let stats = fwc::emit::write(ruleset, sources, policy_name, options, writers)?;
     drop(files);
     for (name, temporary) in names.iter().zip(&temporaries) {
         if *name == "rules.sh" {

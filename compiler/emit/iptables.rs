@@ -34,7 +34,7 @@ fn word(text: impl Into<String>) -> Arg {
 /// `rules.v4` / `rules.v6`: iptables-restore input.
 pub fn restore(ruleset: &Ruleset, family: Family, header: &str) -> String {
     let mut restore = Vec::new();
-    let rules = consolidate::iptables(ruleset);
+    let rules = consolidate::iptables(ruleset, true);
     self::family(ruleset, &rules, family, header, &mut restore, &mut io::sink(), &mut io::sink())
         .expect("writing to memory");
     into_string(restore)
@@ -43,8 +43,13 @@ pub fn restore(ruleset: &Ruleset, family: Family, header: &str) -> String {
 /// `saved.v4` / `saved.v6`: what `iptables-save` prints once the rules are
 /// loaded, without `#` lines and counters.
 pub fn saved(ruleset: &Ruleset, family: Family) -> String {
+    saved_with(ruleset, family, true)
+}
+
+/// [`saved`], with `consolidate` false: one kernel rule per IR rule.
+pub fn saved_with(ruleset: &Ruleset, family: Family, consolidate: bool) -> String {
     let mut saved = Vec::new();
-    let rules = consolidate::iptables(ruleset);
+    let rules = consolidate::iptables(ruleset, consolidate);
     self::family(ruleset, &rules, family, "", &mut io::sink(), &mut saved, &mut io::sink()).expect("writing to memory");
     into_string(saved)
 }
@@ -53,7 +58,7 @@ pub fn saved(ruleset: &Ruleset, family: Family) -> String {
 /// Every argument is single-quoted, so no text from a policy can run.
 pub fn shell(ruleset: &Ruleset, header: &str) -> String {
     let mut out = Vec::new();
-    let rules = consolidate::iptables(ruleset);
+    let rules = consolidate::iptables(ruleset, true);
     shell_prelude(header, &rules.sets, &mut out).expect("writing to memory");
     for family in Family::BOTH {
         self::family(ruleset, &rules, family, header, &mut io::sink(), &mut io::sink(), &mut out)

@@ -46,7 +46,8 @@ pub struct Rendered {
 }
 
 /// Renders `rules.nft`. `sources` names the policy lines in comments.
-pub fn render(ruleset: &Ruleset, sources: &Sources, header: &str) -> Rendered {
+/// With `merge` false, adjacent rules are not merged into sets.
+pub fn render(ruleset: &Ruleset, sources: &Sources, header: &str, merge: bool) -> Rendered {
     let lines = LineIndex::new(sources);
     let mut out = String::new();
     for line in header.lines() {
@@ -87,7 +88,7 @@ pub fn render(ruleset: &Ruleset, sources: &Sources, header: &str) -> Rendered {
         let list = chains.get(&(*table, chain.clone())).unwrap_or(&empty);
         let items = pair_families(list);
         let item_rules: Vec<&Rule> = items.iter().map(|item| item.rule).collect();
-        let runs = consolidate::runs(&item_rules, |a, b| items[a].both == items[b].both);
+        let runs = consolidate::runs(&item_rules, |a, b| merge && items[a].both == items[b].both);
         for run in runs {
             let run_items = &items[run.range.clone()];
             let spans: Vec<Span> = run_items.iter().map(|item| item.rule.origin.span).collect();
@@ -279,6 +280,13 @@ fn write_rule(item: Item, merged: Option<&(Field, Values)>, sets: &mut Vec<Named
         words.push(format!("oifname {}{}", not(interface.negated), interface_text(&interface.value)));
     }
     let ip = if family == Family::V4 { "ip" } else { "ip6" };
+    // nft 1.0.6 joins two adjacent `!=` compares of one header into a
+    // single compare of both fields, which is not the same condition: a
+    // negated single destination next to a negated single source is
+    // written as the positive set of everything else.
+    let exact = |net: &IpNet| net.prefix_len() == net.max_prefix_len();
+    let complement_destination = matches!((&matches.source, &matches.destination),
+        (Some(source), Some(destination)) if source.negated && destination.negated && exact(&source.value) && exact(&destination.value));
     for (field, side, name) in
         [(Field::Source, &matches.source, "saddr"), (Field::Destination, &matches.destination, "daddr")]
     {
@@ -293,8 +301,13 @@ fn write_rule(item: Item, merged: Option<&(Field, Values)>, sets: &mut Vec<Named
                 words.push(text);
             }
         } else if let Some(side) = side {
-            let mut text = format!("{ip} {name} {}", not(side.negated));
-            push_net(&side.value, &mut text);
+            let mut text = format!("{ip} {name} ");
+            if field == Field::Destination && complement_destination {
+                text.push_str(&address_complement(side.value.addr()));
+            } else {
+                text.push_str(not(side.negated));
+                push_net(&side.value, &mut text);
+            }
             words.push(text);
         }
     }
@@ -309,6 +322,9 @@ fn write_rule(item: Item, merged: Option<&(Field, Values)>, sets: &mut Vec<Named
         let has_ports = matches.source_ports.is_some() || matches.destination_ports.is_some();
         let has_flags = matches.tcp_flags.is_some();
         if let (Some(l4), true) = (l4, has_ports || has_flags) {
+            let single_negated =
+                |side: &Option<Match<Vec<PortRange>>>| side.as_ref().is_some_and(|side| side.negated && side.value.len() == 1 && side.value[0].low == side.value[0].high);
+            let complement_port = single_negated(&matches.source_ports) && single_negated(&matches.destination_ports);
             for (field, side, name) in [
                 (Field::SourcePorts, &matches.source_ports, "sport"),
                 (Field::DestinationPorts, &matches.destination_ports, "dport"),
@@ -319,7 +335,19 @@ fn write_rule(item: Item, merged: Option<&(Field, Values)>, sets: &mut Vec<Named
                     words.push(text);
                 } else if let Some(side) = side {
                     let mut text = format!("{l4} {name} ");
-                    port_list(&side.value, side.negated, &mut text);
+                    if field == Field::DestinationPorts && complement_port {
+                        let port = side.value[0].low;
+                        let mut rest = Vec::new();
+                        if port > 0 {
+                            rest.push(PortRange { low: 0, high: port - 1 });
+                        }
+                        if port < u16::MAX {
+                            rest.push(PortRange { low: port + 1, high: u16::MAX });
+                        }
+                        port_list(&rest, false, &mut text);
+                    } else {
+                        port_list(&side.value, side.negated, &mut text);
+                    }
                     words.push(text);
                 }
             }
@@ -352,7 +380,13 @@ fn write_rule(item: Item, merged: Option<&(Field, Values)>, sets: &mut Vec<Named
     }
     if let Some(states) = &matches.states {
         let names: Vec<String> = states.value.names().iter().map(|name| name.to_ascii_lowercase()).collect();
-        words.push(format!("ct state {}{}", not(states.negated), names.join(",")));
+        // `ct state != a,b` compares the whole value with a|b; "none of
+        // these" is a mask.
+        if states.negated {
+            words.push(format!("ct state & ({}) == 0", names.join("|")));
+        } else {
+            words.push(format!("ct state {}", names.join(",")));
+        }
     }
     if let Some(limit) = &matches.limit {
         let unit = match limit.unit_seconds {
@@ -444,6 +478,24 @@ fn port_list(ports: &[PortRange], negated: bool, out: &mut String) {
     } else {
         list(ports.iter(), out, |range, out| out.push_str(&range_text(range)));
     }
+}
+
+/// Every address of the family but `address`, as a set of ranges.
+fn address_complement(address: std::net::IpAddr) -> String {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let (number, max, v4) = match address {
+        IpAddr::V4(v4) => (u128::from(u32::from(v4)), u128::from(u32::MAX), true),
+        IpAddr::V6(v6) => (u128::from(v6), u128::MAX, false),
+    };
+    let text = |n: u128| if v4 { Ipv4Addr::from(n as u32).to_string() } else { Ipv6Addr::from(n).to_string() };
+    let mut ranges = Vec::new();
+    if number > 0 {
+        ranges.push(format!("{}-{}", text(0), text(number - 1)));
+    }
+    if number < max {
+        ranges.push(format!("{}-{}", text(number + 1), text(max)));
+    }
+    format!("{{ {} }}", ranges.join(", "))
 }
 
 fn range_text(range: &PortRange) -> String {
