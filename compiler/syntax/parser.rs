@@ -792,6 +792,12 @@ fn syntax_error(file: FileId, text: &str, error: pest::error::Error<G>) -> Diagn
     let word_end = text[start..]
         .find(|c: char| c.is_whitespace() || c == ',' || c == '}' || c == '{')
         .map_or(text.len(), |offset| start + offset);
+    // Stopped at punctuation (`{`, `,`, `}`): that character is the word.
+    let word_end = if word_end == start {
+        text[start..].chars().next().filter(|c| !c.is_whitespace()).map_or(start, |c| start + c.len_utf8())
+    } else {
+        word_end
+    };
     let end = end.max(word_end);
     let span = Span::new(file, start, end);
     let found = if start >= text.len() {
