@@ -89,14 +89,22 @@ pub fn render(ruleset: &Ruleset, sources: &Sources, header: &str, merge: bool) -
         let items = pair_families(list);
         let item_rules: Vec<&Rule> = items.iter().map(|item| item.rule).collect();
         let runs = consolidate::runs(&item_rules, |a, b| merge && items[a].both == items[b].both);
-        for run in runs {
-            let run_items = &items[run.range.clone()];
-            let spans: Vec<Span> = run_items.iter().map(|item| item.rule.origin.span).collect();
+        let mut index = 0;
+        while index < runs.len() {
+            let verdicts = if merge { verdict_map(&items, &runs[index..]) } else { Vec::new() };
+            let (taken, vmap) = if verdicts.len() >= 2 { (verdicts.len(), Some(verdicts)) } else { (1, None) };
+            let first = &runs[index];
+            let spans: Vec<Span> = runs[index..index + taken]
+                .iter()
+                .flat_map(|run| items[run.range.clone()].iter().map(|item| item.rule.origin.span))
+                .collect();
+            let item = items[first.range.start];
             body.push_str("\t\t");
-            write_rule(run_items[0], run.merged.as_ref(), &mut sets, &mut body);
-            write_comment(&lines, &spans, run_items[0].rule.matches.comment.as_deref(), &mut body);
+            write_rule(item, first.merged.as_ref(), vmap.as_deref(), &mut sets, &mut body);
+            write_comment(&lines, &spans, item.rule.matches.comment.as_deref(), &mut body);
             body.push('\n');
             rules += 1;
+            index += taken;
         }
         body.push_str("\t}\n");
     }
@@ -244,6 +252,53 @@ fn icmpx(with: RejectWith) -> Option<&'static str> {
     }
 }
 
+/// The ports and verdict of each run that can share one verdict map with
+/// the first: runs equal in everything but their positive destination
+/// ports and their verdict (accept, drop, return or a jump), with ports
+/// that no two runs share, so that at most one of them matches a packet
+/// and the map decides what that one run would. Fewer than two entries, or
+/// a single verdict, means no map.
+fn verdict_map<'a>(items: &[Item<'a>], runs: &[consolidate::Run]) -> Vec<(Vec<PortRange>, &'a Target)> {
+    let ports_of = |run: &consolidate::Run| -> Option<Vec<PortRange>> {
+        let rule = items[run.range.start].rule;
+        match &run.merged {
+            Some((Field::DestinationPorts, Values::Ports(ports))) => Some(ports.clone()),
+            Some(_) => None,
+            None => rule.matches.destination_ports.as_ref().filter(|ports| !ports.negated).map(|ports| ports.value.clone()),
+        }
+    };
+    let verdict = |target: &Target| matches!(target, Target::Accept | Target::Drop | Target::Return | Target::Jump(_));
+    let first = items[runs[0].range.start];
+    let mut entries: Vec<(Vec<PortRange>, &'a Target)> = Vec::new();
+    for run in runs {
+        let item = items[run.range.start];
+        let Some(ports) = ports_of(run) else { break };
+        let rule = item.rule;
+        if item.both != first.both || !verdict(&rule.target) || rule.matches.limit.is_some() {
+            break;
+        }
+        let mut same = rule.clone();
+        same.target = first.rule.target.clone();
+        same.matches.destination_ports = first.rule.matches.destination_ports.clone();
+        let alike = same.family == first.rule.family
+            && same.table == first.rule.table
+            && same.chain == first.rule.chain
+            && same.target == first.rule.target
+            && same.matches == first.rule.matches;
+        let overlapping = entries.iter().any(|(taken, _)| {
+            taken.iter().any(|p| ports.iter().any(|q| p.low <= q.high && q.low <= p.high))
+        });
+        if !alike || overlapping {
+            break;
+        }
+        entries.push((ports, &rule.target));
+    }
+    if entries.iter().all(|(_, target)| *target == entries[0].1) {
+        entries.clear();
+    }
+    entries
+}
+
 /// A named set the rules use.
 struct NamedSet {
     name: String,
@@ -253,7 +308,14 @@ struct NamedSet {
 
 /// Writes one rule (without its comment): matches in a fixed order, then
 /// the limit, then the statement or verdict.
-fn write_rule(item: Item, merged: Option<&(Field, Values)>, sets: &mut Vec<NamedSet>, out: &mut String) {
+/// With `vmap`, the destination port decides the verdict through a map.
+fn write_rule(
+    item: Item,
+    merged: Option<&(Field, Values)>,
+    vmap: Option<&[(Vec<PortRange>, &Target)]>,
+    sets: &mut Vec<NamedSet>,
+    out: &mut String,
+) {
     let rule = item.rule;
     let matches = &rule.matches;
     let family = rule.family;
@@ -329,6 +391,9 @@ fn write_rule(item: Item, merged: Option<&(Field, Values)>, sets: &mut Vec<Named
                 (Field::SourcePorts, &matches.source_ports, "sport"),
                 (Field::DestinationPorts, &matches.destination_ports, "dport"),
             ] {
+                if field == Field::DestinationPorts && vmap.is_some() {
+                    continue;
+                }
                 if let Some(ports) = merged_ports(field) {
                     let mut text = format!("{l4} {name} ");
                     port_list(ports, false, &mut text);
@@ -397,6 +462,23 @@ fn write_rule(item: Item, merged: Option<&(Field, Values)>, sets: &mut Vec<Named
         };
         words.push(format!("limit rate {}/{unit} burst {} packets", limit.count, limit.burst));
     }
+    if let Some(entries) = vmap {
+        let l4 = protocol_name(matches.protocol.expect("port rules have a protocol"));
+        let mut text = format!("{l4} dport vmap {{ ");
+        let mut keyed: Vec<(PortRange, &Target)> =
+            entries.iter().flat_map(|(ports, target)| ports.iter().map(move |range| (*range, *target))).collect();
+        keyed.sort_by_key(|(range, _)| *range);
+        for (position, (range, target)) in keyed.iter().enumerate() {
+            if position > 0 {
+                text.push_str(", ");
+            }
+            text.push_str(&format!("{} : {}", range_text(range), verdict_text(target)));
+        }
+        text.push_str(" }");
+        words.push(text);
+        out.push_str(&words.join(" "));
+        return;
+    }
     words.push(match &rule.target {
         Target::Accept => "accept".to_string(),
         Target::Drop => "drop".to_string(),
@@ -427,6 +509,17 @@ fn write_rule(item: Item, merged: Option<&(Field, Values)>, sets: &mut Vec<Named
         Target::Dnat { address, ports } => format!("dnat {ip} to {}", nat_address(address, ports)),
     });
     out.push_str(&words.join(" "));
+}
+
+/// A verdict as a map value.
+fn verdict_text(target: &Target) -> String {
+    match target {
+        Target::Accept => "accept".to_string(),
+        Target::Drop => "drop".to_string(),
+        Target::Return => "return".to_string(),
+        Target::Jump(chain) => format!("jump {}", chain_name(Table::Filter, &ChainRef::User(chain.clone()))),
+        _ => unreachable!("only verdicts go into a verdict map"),
+    }
 }
 
 fn not(negated: bool) -> &'static str {

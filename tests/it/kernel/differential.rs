@@ -885,11 +885,6 @@ pub struct Outcome {
 }
 
 impl Lane {
-    /// An iptables lane.
-    pub fn new() -> Lane {
-        Lane::with_backend(Backend::Iptables)
-    }
-
     pub fn with_backend(backend: Backend) -> Lane {
         let conntrack = require("conntrack", "conntrack");
         let nft = require("nft", "nftables");
