@@ -24,13 +24,13 @@
 # rules, and as an nft set. Ratios are against "no rules" measured in the
 # same run.
 #
-# Environment: SIZES (default "100 1000 10000 100000"), SH_MAX (10000),
+# Environment: SIZES (default "100 1000 10000 100000"), SH_MAX (1000),
 # BLOCKS (10000), SECONDS_PER_RUN (3), SEED (1), KEEP=1 keeps the
 # temporary directory. Installs iperf3 (Debian package) if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES=${SIZES:-"100 1000 10000 100000"}
-SH_MAX=${SH_MAX:-10000}
+SH_MAX=${SH_MAX:-1000}
 BLOCKS=${BLOCKS:-10000}
 RUN_SECONDS=${SECONDS_PER_RUN:-3}
 SEED=${SEED:-1}

@@ -340,7 +340,7 @@ impl Stats {
             self.iptables_v6,
             if self.ipset_members > 0 { format!(", {} blocks in ipsets", self.ipset_members) } else { String::new() },
             self.nft,
-            if self.nft_set_members > 0 { format!(" ({} blocks in named sets)", self.nft_set_members) } else { String::new() },
+            if self.nft_set_members > 0 { format!(" ({} values in named sets)", self.nft_set_members) } else { String::new() },
         )
     }
 }
