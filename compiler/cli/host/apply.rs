@@ -252,7 +252,7 @@ pub fn read_build(target: &Path, params: &[(String, String)]) -> Result<Build, u
         eprintln!("error: {} expectation(s) failed; nothing was applied", failures.len());
         return Err(exit::POLICY_ERRORS);
     }
-    let outputs = fwc::emit::all(&compilation.lowered.ruleset, &name);
+    let outputs = fwc::emit::all(&compilation.lowered.ruleset, &compilation.sources, &name);
     let text = |wanted: &str| outputs.iter().find(|(file, _)| *file == wanted).map(|(_, text)| text.clone()).expect("an output");
     Ok(Build { name, v4: text("rules.v4"), v6: text("rules.v6"), compilation: Some(compilation) })
 }
