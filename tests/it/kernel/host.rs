@@ -330,6 +330,9 @@ fn a_policy_that_cuts_the_ssh_session_is_refused() {
     let _session = ssh_session(&host);
     let files = TempDir::new("policies");
     let cutting = policy(&files, "cut.fw", &format!("{CUTS_SSH}ignore lockout \"the test has no sshd\"\n"));
+    let dry = host.fwc(&["apply", &cutting, "--dry-run"]);
+    assert_eq!(code(&dry), APPLIED, "{}", show(&dry));
+    assert!(dry.stderr.contains("would refuse these rules"), "the dry run warns: {}", show(&dry));
     let ran = host.fwc(&["apply", &cutting, "--confirm", "0"]);
     assert_eq!(code(&ran), REFUSED, "{}", show(&ran));
     assert!(ran.stderr.contains("would cut the SSH session from 198.18.0.2"), "{}", show(&ran));
