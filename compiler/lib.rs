@@ -10,11 +10,14 @@
 pub mod analysis;
 pub mod diagnostics;
 pub mod emit;
+pub mod fmt;
 pub mod eval;
 pub mod host;
 pub mod import;
 pub mod ir;
 pub mod lower;
+pub mod lsp;
+pub mod sarif;
 pub mod source;
 pub mod stdlib;
 pub mod syntax;
