@@ -82,6 +82,10 @@ pub fn run(args: &ApplyArgs) -> u8 {
                 print!("{}", chain.text);
             }
         }
+        if let Some(message) = lockout_check(&build) {
+            eprint!("{message}");
+            eprintln!("warning: `fwc apply` would refuse these rules without --force");
+        }
         return exit::APPLIED;
     }
     if !args.force {
