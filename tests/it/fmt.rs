@@ -35,7 +35,30 @@ fn meaning(fs: &dyn fwc::FileSystem, root: &Path, params: &[(String, String)]) -
         }
     }
     for (file, text) in compilation.outputs("policy.fw").unwrap_or_default() {
+        let text = if file == "rules.nft" { without_line_numbers(&text) } else { text };
         out.push_str(&format!("--- {file}\n{text}"));
+    }
+    out
+}
+
+/// rules.nft's comments point at policy lines (`comment "web.fw:12"`, or
+/// `"web.fw:12,19"` for merged rules), and formatting may move a rule to
+/// another line (blank lines collapse): the line number is where the rule
+/// is, not what it means.
+fn without_line_numbers(nft: &str) -> String {
+    let mut out = String::with_capacity(nft.len());
+    for line in nft.lines() {
+        match line.find("comment \"").map(|start| start + "comment \"".len()) {
+            Some(start) => {
+                let file_end = line[start..].find(':').map_or(line.len(), |colon| start + colon + 1);
+                let digits = line[file_end..].bytes().take_while(|byte| byte.is_ascii_digit() || *byte == b',').count();
+                out.push_str(&line[..file_end]);
+                out.push_str("LINE");
+                out.push_str(&line[file_end + digits..]);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
     }
     out
 }
