@@ -587,3 +587,32 @@ fn formatting_is_fwc_fmt() {
     client.shutdown();
     std::fs::remove_dir_all(&directory).unwrap();
 }
+
+#[test]
+fn bad_messages_are_answered_and_the_server_goes_on() {
+    let mut client = Client::start(Value::Null);
+    // A notification with bad parameters is logged.
+    client.notify("textDocument/didOpen", json!({"textDocument": {"uri": 7}}));
+    let log = loop {
+        let message = client.receive();
+        if message["method"] == "window/logMessage" {
+            break message;
+        }
+    };
+    assert_eq!(log["params"]["type"], 1, "{log}");
+    // A request the server does not know is an error; one about a document
+    // it has never seen has no answer.
+    client.next_id += 1;
+    let id = client.next_id;
+    client.send(json!({"jsonrpc": "2.0", "id": id, "method": "textDocument/rename", "params": {}}));
+    let answer = loop {
+        let message = client.receive();
+        if message["id"] == id {
+            break message;
+        }
+    };
+    assert_eq!(answer["error"]["code"], -32601, "{answer}");
+    let nowhere = json!({"textDocument": {"uri": "file:///nowhere.fw"}, "position": {"line": 0, "character": 0}});
+    assert_eq!(client.request("textDocument/hover", nowhere), Value::Null);
+    client.shutdown();
+}
