@@ -16,6 +16,7 @@ pub mod import;
 pub mod ir;
 pub mod lower;
 pub mod lsp;
+pub mod sarif;
 pub mod source;
 pub mod stdlib;
 pub mod syntax;

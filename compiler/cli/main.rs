@@ -108,8 +108,9 @@ struct PolicyArgs {
     /// Make every warning an error (the same as -D warnings)
     #[arg(long = "deny", value_name = "warnings", value_parser = ["warnings"])]
     deny_long: Option<String>,
-    /// How to print diagnostics: text for people, json for tools (one object per line)
-    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    /// How to print diagnostics: text for people, json for tools (one object per line),
+    /// sarif for CI code scanning (fwc check only; one SARIF 2.1.0 log)
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json", "sarif"])]
     format: String,
 }
 
@@ -151,6 +152,12 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Build { policy, .. } | Command::Test { policy } | Command::Query { policy, .. } = &cli.command {
+        if policy.format == "sarif" {
+            eprintln!("error: --format sarif is for `fwc check`: one log of the policy's diagnostics");
+            return ExitCode::from(2);
+        }
+    }
     match cli.command {
         Command::Build { policy, out, emit, no_test } => {
             let Some(compilation) = run_compile(&policy) else { return ExitCode::from(2) };
@@ -316,12 +323,16 @@ fn run_compile(args: &PolicyArgs) -> Option<Compilation> {
 }
 
 /// Text on stderr for people; with --format json, one object per line on
-/// stdout for tools.
+/// stdout for tools; with --format sarif, one SARIF log on stdout.
 fn print_diagnostics(args: &PolicyArgs, compilation: &Compilation, diagnostics: &[fwc::Diagnostic]) {
     if args.format == "json" {
         for diagnostic in diagnostics {
             println!("{}", fwc::diagnostics::to_json(&compilation.sources, diagnostic));
         }
+    } else if args.format == "sarif" {
+        let base = std::env::current_dir().unwrap_or_default();
+        let context = fwc::sarif::SarifContext { base: &base, policy: &args.policy };
+        print!("{}", fwc::sarif::to_sarif(&compilation.sources, diagnostics, &context));
     } else {
         eprint!("{}", compilation.render(diagnostics));
     }

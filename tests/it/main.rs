@@ -12,3 +12,4 @@ mod import;
 mod kernel;
 mod lsp;
 mod robustness;
+mod sarif;
