@@ -241,6 +241,12 @@ fn diagnostics_follow_edits_through_includes() {
     client.change(&drop_in_uri, 3, "allow in tcp 22\n");
     let published = client.diagnostics(&drop_in_uri, 3);
     assert!(published[&drop_in_uri].iter().all(|diagnostic| diagnostic["severity"] != 1), "{published:?}");
+
+    // A buffer never saved is compiled too.
+    let untitled = "untitled:Untitled-1";
+    client.open(untitled, "allow in tcp 70000\n");
+    let published = client.diagnostics(untitled, 1);
+    assert_eq!(codes(&published[untitled]), ["port-out-of-range"], "{published:?}");
     client.shutdown();
     std::fs::remove_dir_all(&directory).unwrap();
 }
