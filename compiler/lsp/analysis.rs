@@ -236,14 +236,13 @@ impl Names {
             }
             ast::Statement::Test(test) => {
                 for expect in &test.expects {
-                    let packet = &expect.packet;
-                    if let Some(on) = &packet.on {
+                    if let Some(on) = &expect.packet.on {
                         self.on(on, expect.span);
                     }
-                    if let Some(protocol) = &packet.protocol {
+                    if let Some(protocol) = &expect.packet.protocol {
                         self.protocol(protocol, expect.span);
                     }
-                    for addresses in [&packet.from, &packet.to].into_iter().flatten() {
+                    for addresses in [&expect.packet.from, &expect.packet.to].into_iter().flatten() {
                         self.addresses(addresses, expect.span);
                     }
                 }
@@ -558,7 +557,7 @@ impl Root {
                             Derivation::RejectOther => "   # everything but TCP",
                             Derivation::ForwardAllow => "   # the forward allow",
                             Derivation::RejectAnswer => "   # the reject's answer",
-                            Derivation::Negation => "   # `not` before a list",
+                            Derivation::Negation => "   # `not` before a list: its helper chain",
                         });
                     }
                     text.push('\n');
