@@ -17,9 +17,11 @@ fi
 # rule generators whose output `fwc import` must round-trip (ferm, ufw,
 # Shorewall, FireHOL; util-linux and mount for their namespaces);
 # python3-jsonschema validates `fwc check --format sarif` against the SARIF
-# schema (tests/it/sarif.rs).
+# schema (tests/it/sarif.rs); dist/build-deb.sh, which tests/it/package.rs
+# runs, strips the binary (binutils) and asks dpkg-shlibdeps (dpkg-dev) for
+# its dependencies.
 packages=(iptables nftables iproute2 netbase python3 conntrack ferm ufw shorewall shorewall6 firehol util-linux mount
-          python3-jsonschema)
+          python3-jsonschema binutils dpkg-dev)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
