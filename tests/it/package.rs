@@ -161,3 +161,35 @@ fn the_debian_package_installs_the_binary_man_pages_completions_and_boot_files()
     assert!(!installed.exists(), "dpkg --remove leaves the binary");
     assert!(!Path::new(&root.join("usr/share/man/man1/fwc.1.gz")).exists());
 }
+
+/// The workflow in docs/ci.md: each `run: |` step but the install, as bash
+/// with this fwc on PATH, over a copy of the example policies.
+#[test]
+fn the_ci_recipe_passes_on_the_examples() {
+    let doc = std::fs::read_to_string(repo().join("docs/ci.md")).expect("docs/ci.md");
+    let workflow = doc.split("```yaml\n").nth(1).and_then(|rest| rest.split("\n```").next()).expect("a yaml block");
+    let mut steps: Vec<String> = Vec::new();
+    let mut lines = workflow.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim_end().ends_with("run: |") {
+            let indent = line.len() - line.trim_start().len();
+            let mut script = String::new();
+            while let Some(body) = lines.next_if(|body| body.trim().is_empty() || body.len() - body.trim_start().len() > indent) {
+                script.push_str(body.trim_start());
+                script.push('\n');
+            }
+            steps.push(script);
+        }
+    }
+    assert!(steps.len() >= 5, "{workflow}");
+    let directory = TempDir::new("ci");
+    run(Command::new("cp").arg("-r").arg(repo().join("policies")).arg(&directory.0));
+    let bin = Path::new(env!("CARGO_BIN_EXE_fwc")).parent().expect("a directory");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    for step in &steps {
+        run(Command::new("bash").args(["-e", "-o", "pipefail", "-c", step]).current_dir(&directory.0).env("PATH", &path));
+    }
+    let logs = std::fs::read_dir(directory.0.join("sarif")).expect("sarif/").count();
+    assert_eq!(logs, 4, "one SARIF log per example policy");
+    assert!(directory.0.join("build/web/rules.v4").exists());
+}
