@@ -15,6 +15,7 @@ pub mod eval;
 pub mod import;
 pub mod ir;
 pub mod lower;
+pub mod lsp;
 pub mod sarif;
 pub mod source;
 pub mod stdlib;

@@ -20,8 +20,14 @@ fi
 # schema (tests/it/sarif.rs); dist/build-deb.sh, which tests/it/package.rs
 # runs, strips the binary (binutils) and asks dpkg-shlibdeps (dpkg-dev) for
 # its dependencies.
+# tests/editors.sh runs the editor grammars' tests with Node.js and npm
+# (the TextMate tokenizer, tree-sitter's grammar.js) and gcc (tree-sitter
+# compiles the generated parser); a machine without them gets Debian's.
 packages=(iptables nftables iproute2 netbase python3 conntrack ferm ufw shorewall shorewall6 firehol util-linux mount
           python3-jsonschema binutils dpkg-dev)
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
+command -v cc >/dev/null || packages+=(gcc)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -34,3 +40,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo test --locked
+bash tests/editors.sh

@@ -76,6 +76,9 @@ enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
     },
+    /// Run the language server on standard input and output, for editors
+    #[command(after_help = "Editors start it; editors/ has a VS Code extension and a tree-sitter grammar.\n`--set`, -A, -W and -D go in the client's initializationOptions:\n  {\"params\": {\"public\": \"ens3\"}, \"allow\": [], \"warn\": [], \"deny\": [\"warnings\"]}")]
+    Lsp,
     /// Rewrite policies in the canonical layout (docs/formatting.md)
     #[command(after_help = "Exit 0 when every file is formatted (or was rewritten), 1 when --check found\none to format, 2 when a file does not parse or cannot be read or written.\n\nExamples:\n  fwc fmt policies/web.fw\n  fwc fmt --check policies/ stdlib/   # a directory: every .fw file under it\n  fwc fmt - < web.fw                  # standard input to standard output")]
     Fmt {
@@ -291,6 +294,18 @@ fn main() -> ExitCode {
             }
             eprint!("{}", imported.summary());
             ExitCode::SUCCESS
+        }
+        Command::Lsp => {
+            let (connection, io_threads) = lsp_server::Connection::stdio();
+            let served = fwc::lsp::run(&connection, &OsFileSystem);
+            drop(connection);
+            match served.and_then(|()| io_threads.join().map_err(Into::into)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: fwc lsp: {error}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Check { policy } => match run_compile(&policy) {
             None => ExitCode::from(2),

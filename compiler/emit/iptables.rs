@@ -487,6 +487,14 @@ fn save_string(text: &str, out: &mut String) {
     out.push('"');
 }
 
+/// One rule as `iptables-save` prints it: `-A CHAIN` and its arguments
+/// (the line `saved.vN` has for it, without the table).
+pub fn rule_line(rule: &Rule) -> String {
+    let mut line = format!("-A {}", rule.chain.name());
+    write_args(rule, &mut Saved(&mut line), &mut String::new());
+    line
+}
+
 /// The arguments after `-A CHAIN`, in `iptables-save`'s order.
 pub fn rule_args(rule: &Rule) -> Vec<Arg> {
     let mut args = Collect(Vec::new());

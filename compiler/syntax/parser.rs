@@ -192,7 +192,7 @@ pub fn parse_value(file: FileId, text: &str) -> Result<Value, Diagnostic> {
 }
 
 /// Parses the packet of `fwc query`.
-pub fn parse_packet(file: FileId, text: &str) -> Result<PacketQuery, Diagnostic> {
+pub fn parse_packet(file: FileId, text: &str) -> Result<Packet, Diagnostic> {
     let mut pairs = Grammar::parse(G::packet_input, text).map_err(|error| syntax_error(file, text, error))?;
     let input = pairs.next().expect("packet_input");
     let mut builder = Builder { file, base: 0, diagnostics: Vec::new() };
@@ -670,21 +670,12 @@ impl Builder {
         };
         let direction = self.direction(parts.next().expect("direction"));
         let packet = self.packet(direction, parts);
-        Expect {
-            span,
-            verdict,
-            direction: packet.direction,
-            on: packet.on,
-            protocol: packet.protocol,
-            from: packet.from,
-            to: packet.to,
-            state: packet.state,
-        }
+        Expect { span, verdict, packet }
     }
 
     /// The parts of a packet, as `expect` lines and queries write them.
-    fn packet<'a>(&mut self, direction: Spanned<Direction>, parts: impl Iterator<Item = Node<'a>>) -> PacketQuery {
-        let mut packet = PacketQuery { direction, on: None, protocol: None, from: None, to: None, state: None };
+    fn packet<'a>(&mut self, direction: Spanned<Direction>, parts: impl Iterator<Item = Node<'a>>) -> Packet {
+        let mut packet = Packet { direction, on: None, protocol: None, from: None, to: None, state: None };
         for part in parts {
             let part_span = self.span(&part);
             match part.as_rule() {
@@ -793,6 +784,12 @@ fn syntax_error(file: FileId, text: &str, error: pest::error::Error<G>) -> Diagn
     let word_end = text[start..]
         .find(|c: char| c.is_whitespace() || c == ',' || c == '}' || c == '{')
         .map_or(text.len(), |offset| start + offset);
+    // Stopped at punctuation (`{`, `,`, `}`): that character is the word.
+    let word_end = if word_end == start {
+        text[start..].chars().next().filter(|c| !c.is_whitespace()).map_or(start, |c| start + c.len_utf8())
+    } else {
+        word_end
+    };
     let end = end.max(word_end);
     let span = Span::new(file, start, end);
     let found = if start >= text.len() {

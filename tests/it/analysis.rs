@@ -173,7 +173,6 @@ fn shadowed_and_redundant_agree_with_brute_force() {
         cases += 1;
         let ruleset = &compilation.lowered.ruleset;
         let facts = rule_facts(ruleset);
-        let program = Program::new(ruleset);
 
         let program = Program::new(ruleset);
         let mut reached = vec![false; ruleset.rules.len()];

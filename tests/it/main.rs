@@ -11,5 +11,6 @@ mod fmt;
 mod import;
 mod package;
 mod kernel;
+mod lsp;
 mod robustness;
 mod sarif;
