@@ -12,6 +12,7 @@ pub mod diagnostics;
 pub mod emit;
 pub mod fmt;
 pub mod eval;
+pub mod host;
 pub mod import;
 pub mod ir;
 pub mod lower;

@@ -15,7 +15,8 @@ fi
 # saved files), python3 for the small traffic endpoints of behaviour tests,
 # conntrack to flush connection state between differential probes, and the
 # rule generators whose output `fwc import` must round-trip (ferm, ufw,
-# Shorewall, FireHOL; util-linux and mount for their namespaces);
+# Shorewall, FireHOL; util-linux and mount for their namespaces; util-linux
+# also for `unshare --net`, fwc apply's pre-flight, and iproute2 for its `ss`);
 # python3-jsonschema validates `fwc check --format sarif` against the SARIF
 # schema (tests/it/sarif.rs); dist/build-deb.sh, which tests/it/package.rs
 # runs, strips the binary (binutils) and asks dpkg-shlibdeps (dpkg-dev) for

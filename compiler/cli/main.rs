@@ -1,10 +1,12 @@
 //! The `fwc` command: reads files, calls the library, prints, exits.
 //!
 //! Exit codes: 0 success (warnings allowed), 1 the policy has errors,
-//! 2 usage or I/O errors.
+//! 2 usage or I/O errors; `apply`, `confirm` and `diff` have more
+//! (host::exit, docs/user-guide.md).
 
 mod fmt;
 mod generate;
+mod host;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use fwc::{Compilation, OsFileSystem};
@@ -69,6 +71,27 @@ enum Command {
         /// Do not fold rules that differ only in their ports into a port list
         #[arg(long)]
         exact: bool,
+    },
+    /// Load a policy into the kernel, both families or neither, and roll back
+    /// unless confirmed
+    #[command(after_help = "Exit codes: 0 applied, 1 policy errors, 2 usage, 3 no change, 4 refused\n(lockout, pre-flight, busy), 5 load failed and rolled back, 6 rollback failed.\n\nExamples:\n  fwc apply policies/web.fw --dry-run   # the rule diff, nothing changed\n  fwc apply policies/web.fw             # then, from a new SSH connection: fwc confirm\n  fwc apply build/ --confirm 0          # a built directory, permanent at once\n  fwc apply --boot                      # the last confirmed rules (fwc.service)")]
+    Apply(host::apply::ApplyArgs),
+    /// Keep the rules of the last `fwc apply` and make them the boot rules
+    #[command(after_help = "Run it from a new SSH connection: that proves new connections work.\nExit 0 confirmed, 4 nothing waiting (the rollback may have run).")]
+    Confirm {
+        #[command(flatten)]
+        host: host::HostArgs,
+    },
+    /// Compare the live rules with a policy (or the last applied build)
+    #[command(after_help = "Prints a unified diff per chain: `-` lines are live only, `+` lines are the\npolicy's only. Other programs' chains (`keep`) are noted as unmanaged.\nExit 0 in sync, 1 drift, 2 cannot tell.\n\nExamples:\n  fwc diff policies/web.fw\n  fwc diff                  # against the last applied build")]
+    Diff(host::diff::DiffArgs),
+    /// The process `fwc apply --confirm` leaves behind to roll back
+    #[command(hide = true)]
+    RollbackDaemon {
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        host: host::HostArgs,
     },
     /// Report the policy's diagnostics without writing anything
     #[command(after_help = "Example:\n  fwc check policies/web.fw && echo ok")]
@@ -307,6 +330,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Apply(args) => ExitCode::from(host::apply::run(&args)),
+        Command::Confirm { host } => ExitCode::from(host::rollback::confirm(&host)),
+        Command::Diff(args) => ExitCode::from(host::diff::run(&args)),
+        Command::RollbackDaemon { id, host } => ExitCode::from(host::rollback::daemon(&host, &id)),
         Command::Check { policy } => match run_compile(&policy) {
             None => ExitCode::from(2),
             Some(compilation) if compilation.has_errors() => ExitCode::from(1),

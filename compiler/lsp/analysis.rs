@@ -236,13 +236,13 @@ impl Names {
             }
             ast::Statement::Test(test) => {
                 for expect in &test.expects {
-                    if let Some(on) = &expect.on {
+                    if let Some(on) = &expect.packet.on {
                         self.on(on, expect.span);
                     }
-                    if let Some(protocol) = &expect.protocol {
+                    if let Some(protocol) = &expect.packet.protocol {
                         self.protocol(protocol, expect.span);
                     }
-                    for addresses in [&expect.from, &expect.to].into_iter().flatten() {
+                    for addresses in [&expect.packet.from, &expect.packet.to].into_iter().flatten() {
                         self.addresses(addresses, expect.span);
                     }
                 }
@@ -557,6 +557,7 @@ impl Root {
                             Derivation::RejectOther => "   # everything but TCP",
                             Derivation::ForwardAllow => "   # the forward allow",
                             Derivation::RejectAnswer => "   # the reject's answer",
+                            Derivation::Negation => "   # `not` before a list: its helper chain",
                         });
                     }
                     text.push('\n');
