@@ -73,6 +73,17 @@ fn the_man_page_names_every_command_and_each_has_a_page() {
         assert!(page.contains(&format!("fwc {command}")), "fwc-{command}.1 has no synopsis:\n{page}");
     }
     assert!(!main.contains("generate"), "the hidden command stays out of the manual");
+    // Every page is roff that groff reads without a warning, as man does
+    // (preconv first: the pages are UTF-8).
+    for entry in std::fs::read_dir(&directory.0).expect("the pages") {
+        let page = entry.expect("an entry").path();
+        let output = run(Command::new("sh")
+            .arg("-c")
+            .arg("preconv \"$1\" | groff -man -ww -z -Tutf8")
+            .arg("sh")
+            .arg(&page));
+        assert!(output.stderr.is_empty(), "{}: {}", page.display(), String::from_utf8_lossy(&output.stderr));
+    }
 }
 
 #[test]
