@@ -106,6 +106,10 @@ Description: firewall policy compiler for iptables, IPv4 and IPv6
  neither is enabled on installation.
 CONTROL
 
+# Checksums of the files, for `dpkg --verify` and debsums.
+(cd "$root" && find usr -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
+chmod 0644 "$root/DEBIAN/md5sums"
+
 # Files of every directory dated alike, for reproducible bytes.
 find "$root" -exec touch --no-dereference --date="@$SOURCE_DATE_EPOCH" {} +
 mkdir -p "$out"

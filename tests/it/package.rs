@@ -157,6 +157,10 @@ fn the_debian_package_installs_the_binary_man_pages_completions_and_boot_files()
     }
     // The libraries it depends on are the host's, not the empty root's.
     run(Command::new("dpkg").arg(format!("--root={}", root.display())).args(["--force-depends", "--install"]).arg(&deb));
+    // Every installed file matches the package's checksums.
+    let verify = run(Command::new("dpkg").arg(format!("--root={}", root.display())).args(["--verify", "fwc"]));
+    assert!(verify.stdout.is_empty(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(root.join("var/lib/dpkg/info/fwc.md5sums").exists(), "the package carries md5sums");
     let installed = root.join("usr/bin/fwc");
     let version = String::from_utf8(run(&mut Command::new(&installed).arg("--version")).stdout).expect("utf-8");
     assert_eq!(version.trim(), format!("fwc {}", env!("CARGO_PKG_VERSION")));
