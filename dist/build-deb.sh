@@ -7,7 +7,8 @@
 #   dist/build-deb.sh [OUT_DIR]          # default target/debian
 #
 # FWC_BINARY=PATH packages that binary instead of building
-# target/release/fwc. SOURCE_DATE_EPOCH (default: the last commit's time)
+# target/release/fwc. DEBFULLNAME and DEBEMAIL name the maintainer, as
+# Debian's tools read them. SOURCE_DATE_EPOCH (default: the last commit's time)
 # dates the files, so the same tree gives the same package bytes.
 # Prints the path of the .deb.
 set -euo pipefail
@@ -21,6 +22,7 @@ if [ -z "$binary" ]; then
 fi
 version=$("$binary" --version | awk '{print $2}')
 arch=$(dpkg --print-architecture)
+maintainer="${DEBFULLNAME:-fwc maintainers} <${DEBEMAIL:-fwc@example.org}>"
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 
 root=$(mktemp -d)
@@ -66,12 +68,14 @@ Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: fwc
 
 Files: *
+Copyright: $(date -u -d "@$SOURCE_DATE_EPOCH" +%Y) the fwc contributors
 License: MIT or Apache-2.0
  On Debian systems the Apache License 2.0 is in
  /usr/share/common-licenses/Apache-2.0.
 COPYRIGHT
-printf 'fwc (%s) unstable; urgency=medium\n\n  * Built from the fwc source tree.\n\n -- fwc maintainers <fwc@localhost>  %s\n' \
-    "$version" "$(date -u -R -d "@$SOURCE_DATE_EPOCH")" | gzip -9n >"$doc/changelog.Debian.gz"
+# A native package (no Debian revision): its changelog is changelog.gz.
+printf 'fwc (%s) unstable; urgency=medium\n\n  * Built from the fwc source tree.\n\n -- %s  %s\n' \
+    "$version" "$maintainer" "$(date -u -R -d "@$SOURCE_DATE_EPOCH")" | gzip -9n >"$doc/changelog.gz"
 
 # What the binary links against, as dpkg-shlibdeps says (dpkg-dev).
 depends="libc6, libgcc-s1"
@@ -88,7 +92,7 @@ cat >"$root/DEBIAN/control" <<CONTROL
 Package: fwc
 Version: $version
 Architecture: $arch
-Maintainer: fwc maintainers <fwc@localhost>
+Maintainer: $maintainer
 Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
 Depends: $depends
 Recommends: iptables

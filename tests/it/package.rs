@@ -119,6 +119,9 @@ fn the_debian_package_installs_the_binary_man_pages_completions_and_boot_files()
     // The same tree and date give the same bytes.
     assert!(std::fs::read(&deb).expect("deb") == std::fs::read(build("two")).expect("deb"), "the package is not reproducible");
 
+    // Debian's own checker finds no error and no warning.
+    let lintian = Command::new("lintian").args(["--tag-display-limit", "0", "--fail-on", "error,warning"]).arg(&deb).output().expect("lintian runs (Debian's lintian package)");
+    assert!(lintian.status.success(), "lintian:\n{}", String::from_utf8_lossy(&lintian.stdout));
     let info = String::from_utf8(run(Command::new("dpkg-deb").arg("--info").arg(&deb)).stdout).expect("utf-8");
     for field in ["Package: fwc", &format!("Version: {}", env!("CARGO_PKG_VERSION")), "Depends: libc6", "Section: net"] {
         assert!(info.contains(field), "`{field}` missing:\n{info}");
