@@ -17,6 +17,7 @@ fi
 # rule generators whose output `fwc import` must round-trip (ferm, ufw,
 # Shorewall, FireHOL; util-linux and mount for their namespaces; util-linux
 # also for `unshare --net`, fwc apply's pre-flight, and iproute2 for its `ss`);
+# ipset for the address sets consolidated iptables rules match against;
 # python3-jsonschema validates `fwc check --format sarif` against the SARIF
 # schema (tests/it/sarif.rs); dist/build-deb.sh, which tests/it/package.rs
 # runs, strips the binary (binutils) and asks dpkg-shlibdeps (dpkg-dev) for
@@ -25,7 +26,7 @@ fi
 # tests/editors.sh runs the editor grammars' tests with Node.js and npm
 # (the TextMate tokenizer, tree-sitter's grammar.js) and gcc (tree-sitter
 # compiles the generated parser); a machine without them gets Debian's.
-packages=(iptables nftables iproute2 netbase python3 conntrack ferm ufw shorewall shorewall6 firehol util-linux mount
+packages=(iptables nftables ipset iproute2 netbase python3 conntrack ferm ufw shorewall shorewall6 firehol util-linux mount
           python3-jsonschema binutils dpkg-dev lintian groff-base)
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)

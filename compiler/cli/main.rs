@@ -28,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compile a policy and write rules.v4, rules.v6, rules.sh, saved.v4, saved.v6
+    /// Compile a policy and write rules.v4, rules.v6, rules.sh, saved.v4, saved.v6, rules.nft, ipsets.restore
     #[command(after_help = "Examples:\n  fwc build policies/web.fw                 # writes build/rules.v4 …\n  fwc build policies/web.fw -o /tmp/out\n  fwc build policies/web.fw --emit rules.v6 # prints one file\n  fwc build policies/web.fw --set public=ens3")]
     Build {
         #[command(flatten)]
@@ -42,6 +42,12 @@ enum Command {
         /// Do not run the policy's `test` blocks
         #[arg(long)]
         no_test: bool,
+        /// Print the rule counts before and after consolidation, per backend, on stderr
+        #[arg(long)]
+        stats: bool,
+        /// One kernel rule per rule fwc lowers: do not merge adjacent rules into port lists and sets
+        #[arg(long)]
+        no_consolidate: bool,
     },
     /// Run the policy's `test` blocks (and those of POLICY.test.fw next to it)
     #[command(after_help = "Each `expect` must hold for every packet it covers: an omitted field means\nevery value (no address: both families; a block or set: every member; no\n`on`: every interface but lo), and the state defaults to new.\n\nExample:\n  fwc test policies/web.fw")]
@@ -59,7 +65,7 @@ enum Command {
         packet: String,
     },
     /// Translate iptables-save / ip6tables-save output into a .fw policy
-    #[command(after_help = "Rules fwc cannot express stay as `# unsupported:` comments; stderr says how\nmany rules were translated. Exit 0 (unsupported rules too), 2 for unreadable input.\n\nExamples:\n  iptables-save > v4.txt; ip6tables-save > v6.txt\n  fwc import v4.txt v6.txt -o imported.fw\n  iptables-save | fwc import -\n  fwc import --exact v4.txt v6.txt   # one rule per port: build gives the same rules back")]
+    #[command(after_help = "Rules fwc cannot express stay as `# unsupported:` comments; stderr says how\nmany rules were translated. Exit 0 (unsupported rules too), 2 for unreadable input.\n\nExamples:\n  iptables-save > v4.txt; ip6tables-save > v6.txt\n  fwc import v4.txt v6.txt -o imported.fw\n  iptables-save | fwc import -\n  fwc import --exact v4.txt v6.txt   # one rule per port: build --no-consolidate gives the same rules back")]
     Import {
         /// iptables-save output (`-` reads standard input); an ip6tables-save dump alone works too
         file: PathBuf,
@@ -190,7 +196,8 @@ fn main() -> ExitCode {
         }
     }
     match cli.command {
-        Command::Build { policy, out, emit, no_test } => {
+        Command::Build { policy, out, emit, no_test, stats, no_consolidate } => {
+            let options = fwc::emit::Options { consolidate: !no_consolidate };
             let Some(compilation) = run_compile(&policy) else { return ExitCode::from(2) };
             let name = policy.policy.display().to_string();
             if compilation.has_errors() {
@@ -208,16 +215,18 @@ fn main() -> ExitCode {
             let ruleset = &compilation.lowered.ruleset;
             match emit {
                 Some(wanted) => {
-                    let outputs = fwc::emit::all(ruleset, &name);
+                    let outputs = fwc::emit::all_with(ruleset, &compilation.sources, &name, options);
                     let (_, text) = outputs.iter().find(|(file, _)| *file == wanted).expect("clap checked the name");
                     print!("{text}");
                 }
-                None => {
-                    if let Err(error) = write_outputs(&out, ruleset, &name) {
+                None => match write_outputs(&out, ruleset, &compilation.sources, &name, options) {
+                    Ok(counts) if stats => eprintln!("{}", counts.describe()),
+                    Ok(_) => {}
+                    Err(error) => {
                         eprintln!("error: cannot write to {}: {error}", out.display());
                         return ExitCode::from(2);
                     }
-                }
+                },
             }
             // The process is about to exit: its memory goes back at once,
             // where freeing every rule one by one only takes time.
@@ -376,7 +385,13 @@ fn print_diagnostics(args: &PolicyArgs, compilation: &Compilation, diagnostics: 
 
 /// Writes each output next to the others, atomically per file: into a
 /// temporary file as it is rendered, renamed into place at the end.
-fn write_outputs(directory: &Path, ruleset: &fwc::ir::Ruleset, policy_name: &str) -> std::io::Result<()> {
+fn write_outputs(
+    directory: &Path,
+    ruleset: &fwc::ir::Ruleset,
+    sources: &fwc::Sources,
+    policy_name: &str,
+    options: fwc::emit::Options,
+) -> std::io::Result<fwc::consolidate::Stats> {
     std::fs::create_dir_all(directory)?;
     let names = fwc::emit::OUTPUT_NAMES;
     let temporaries = names.map(|name| directory.join(format!(".{name}.tmp")));
@@ -384,8 +399,9 @@ fn write_outputs(directory: &Path, ruleset: &fwc::ir::Ruleset, policy_name: &str
     for temporary in &temporaries {
         files.push(std::fs::File::create(temporary)?);
     }
-    let [v4, v6, sh, saved_v4, saved_v6] = files.as_mut_slice() else { unreachable!("one file per output") };
-    fwc::emit::write(ruleset, policy_name, &mut [v4 as &mut (dyn std::io::Write + Send), v6, sh, saved_v4, saved_v6])?;
+    let [v4, v6, sh, saved_v4, saved_v6, nft, sets] = files.as_mut_slice() else { unreachable!("one file per output") };
+    let writers: &mut [&mut (dyn std::io::Write + Send); 7] = &mut [v4, v6, sh, saved_v4, saved_v6, nft, sets];
+    let stats = fwc::emit::write(ruleset, sources, policy_name, options, writers)?;
     drop(files);
     for (name, temporary) in names.iter().zip(&temporaries) {
         if *name == "rules.sh" {
@@ -394,5 +410,5 @@ fn write_outputs(directory: &Path, ruleset: &fwc::ir::Ruleset, policy_name: &str
         }
         std::fs::rename(temporary, directory.join(name))?;
     }
-    Ok(())
+    Ok(stats)
 }

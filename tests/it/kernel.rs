@@ -11,14 +11,17 @@
 //!
 //! - `acceptance`: every example policy in policies/ and every case in
 //!   tests/cases/ok loads with iptables-restore, and again with rules.sh,
-//!   and the live tables then print exactly as saved.v4 / saved.v6 say.
+//!   and the live tables then print exactly as saved.v4 / saved.v6 say;
+//!   its rules.nft loads with `nft -f`, twice, next to another table it
+//!   leaves alone.
 //! - `behaviour`: a firewalled host namespace joined by veth pairs to two
 //!   others; TCP, UDP and ping over IPv4 and IPv6 show that a policy lets
 //!   through what it allows, replies included, and nothing else.
 //! - `determinism`: the same policy builds to the same bytes.
 //! - `differential`: random policies (`generate`) loaded into a host
 //!   namespace, real flows from both sides, and the kernel's outcome
-//!   compared with `fwc::eval`'s for every flow; `regressions`: each
+//!   compared with `fwc::eval`'s for every flow, for the iptables rules
+//!   and for rules.nft at once; `regressions`: each
 //!   disagreement it found, as a fixed case. Needs `conntrack` too.
 //! - `nat`: masquerade and a port forward through a router namespace, and
 //!   rejects that answer at once.

@@ -7,8 +7,9 @@
 //!   unbalanced braces, deep nesting inserted); each mutant is compiled,
 //!   emitted, tested and queried, which must not panic and must finish in
 //!   well under a second; a mutant without errors must then load with
-//!   iptables-restore and ip6tables-restore into a network namespace of its
-//!   own, without an error or a warning (needs root, like the kernel tests).
+//!   ipset restore, iptables-restore, ip6tables-restore and `nft -f` into a
+//!   network namespace of its own, without an error or a warning (needs
+//!   root, like the kernel tests).
 //! - `fuzz_corpus_replays_*`: the fuzzers' minimised corpora (fuzz/corpus)
 //!   run again, without a panic or a hang.
 //! - regression tests: one per bug the fuzzer or the proptest found. They
@@ -457,12 +458,24 @@ fn text_append(tokens: &mut Vec<String>, text: &str) {
 /// one policy after another.
 fn kernel_refusals(namespace: &Netns, outputs: &[(&'static str, String)]) -> Vec<String> {
     let mut problems = Vec::new();
-    for (program, output) in [("iptables-restore", "rules.v4"), ("ip6tables-restore", "rules.v6")] {
+    let loads = [
+        ("ipset", "ipsets.restore"),
+        ("iptables-restore", "rules.v4"),
+        ("ip6tables-restore", "rules.v6"),
+        ("nft", "rules.nft"),
+    ];
+    for (program, output) in loads {
         let Some((_, rules)) = outputs.iter().find(|(name, _)| *name == output) else {
             problems.push(format!("no {output} among the outputs"));
             continue;
         };
-        match run(&mut namespace.command(program), Some(rules.as_bytes()), COMMAND_LIMIT) {
+        let mut command = namespace.command(program);
+        match program {
+            "ipset" => command.args(["restore", "-exist"]),
+            "nft" => command.args(["-f", "-"]),
+            _ => &mut command,
+        };
+        match run(&mut command, Some(rules.as_bytes()), COMMAND_LIMIT) {
             Err(error) => problems.push(error),
             Ok(ran) if !ran.status.success() => {
                 problems.push(format!("`{program} < {output}` failed ({}):\n{}{}", ran.status, ran.stderr, ran.stdout))

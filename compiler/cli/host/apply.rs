@@ -82,6 +82,10 @@ pub fn run(args: &ApplyArgs) -> u8 {
                 print!("{}", chain.text);
             }
         }
+        if let Some(message) = lockout_check(&build) {
+            eprint!("{message}");
+            eprintln!("warning: `fwc apply` would refuse these rules without --force");
+        }
         return exit::APPLIED;
     }
     if !args.force {
@@ -252,7 +256,7 @@ pub fn read_build(target: &Path, params: &[(String, String)]) -> Result<Build, u
         eprintln!("error: {} expectation(s) failed; nothing was applied", failures.len());
         return Err(exit::POLICY_ERRORS);
     }
-    let outputs = fwc::emit::all(&compilation.lowered.ruleset, &name);
+    let outputs = fwc::emit::all(&compilation.lowered.ruleset, &compilation.sources, &name);
     let text = |wanted: &str| outputs.iter().find(|(file, _)| *file == wanted).map(|(_, text)| text.clone()).expect("an output");
     Ok(Build { name, v4: text("rules.v4"), v6: text("rules.v6"), compilation: Some(compilation) })
 }

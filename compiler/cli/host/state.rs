@@ -157,3 +157,53 @@ impl State {
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temporary_state(role: &str) -> State {
+        let dir = std::env::temp_dir().join(format!("fwct-{}-state-unit-{role}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        State::open(&dir).expect("a state directory")
+    }
+
+    #[test]
+    fn files_are_private_and_pending_round_trips() {
+        let state = temporary_state("files");
+        state.write("applied/rules.v4", "*filter\nCOMMIT\n").unwrap();
+        let mode = std::fs::metadata(state.path("applied/rules.v4")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(&state.dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert!(!state.path("applied/.rules.v4.tmp").exists(), "the temporary file is renamed");
+        let pending = Pending { id: "1-2".into(), deadline: 1234, session: "198.18.0.2 4 198.18.0.1 22".into() };
+        state.set_pending(&pending).unwrap();
+        assert_eq!(state.pending(), Some(pending));
+        state.remove("pending");
+        assert_eq!(state.pending(), None);
+        let _ = std::fs::remove_dir_all(&state.dir);
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_until_dropped() {
+        let state = temporary_state("lock");
+        let held = state.lock(Duration::ZERO).expect("free");
+        let error = state.lock(Duration::from_millis(100)).err().expect("held");
+        assert!(error.contains(&format!("pid {}", std::process::id())), "{error}");
+        drop(held);
+        assert!(state.lock(Duration::ZERO).is_ok());
+        let _ = std::fs::remove_dir_all(&state.dir);
+    }
+
+    #[test]
+    fn confirming_keeps_the_previous_build() {
+        let state = temporary_state("confirm");
+        state.write_build("applied", "a4", "a6").unwrap();
+        state.confirm_applied().unwrap();
+        state.write_build("applied", "b4", "b6").unwrap();
+        state.confirm_applied().unwrap();
+        assert_eq!(state.build("confirmed"), Some(("b4".into(), "b6".into())));
+        assert_eq!(state.build("previous"), Some(("a4".into(), "a6".into())));
+        let _ = std::fs::remove_dir_all(&state.dir);
+    }
+}

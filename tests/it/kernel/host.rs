@@ -330,6 +330,9 @@ fn a_policy_that_cuts_the_ssh_session_is_refused() {
     let _session = ssh_session(&host);
     let files = TempDir::new("policies");
     let cutting = policy(&files, "cut.fw", &format!("{CUTS_SSH}ignore lockout \"the test has no sshd\"\n"));
+    let dry = host.fwc(&["apply", &cutting, "--dry-run"]);
+    assert_eq!(code(&dry), APPLIED, "{}", show(&dry));
+    assert!(dry.stderr.contains("would refuse these rules"), "the dry run warns: {}", show(&dry));
     let ran = host.fwc(&["apply", &cutting, "--confirm", "0"]);
     assert_eq!(code(&ran), REFUSED, "{}", show(&ran));
     assert!(ran.stderr.contains("would cut the SSH session from 198.18.0.2"), "{}", show(&ran));
@@ -449,6 +452,11 @@ fn kept_and_foreign_chains_survive_an_apply() {
     host.iptables("v4", &["-N", "f2b-sshd"]);
     host.iptables("v4", &["-A", "f2b-sshd", "-s", "198.18.0.9", "-j", "REJECT"]);
     host.iptables("v4", &["-I", "INPUT", "-p", "tcp", "--dport", "22", "-j", "f2b-sshd"]);
+    // Docker's nat rules, in a table the policy does not use.
+    host.iptables("v4", &["-t", "nat", "-N", "DOCKER"]);
+    host.iptables("v4", &["-t", "nat", "-A", "PREROUTING", "-j", "DOCKER"]);
+    host.iptables("v4", &["-t", "nat", "-A", "POSTROUTING", "-s", "198.19.0.0/16", "-j", "MASQUERADE"]);
+    let nat_before = host.live("v4").tables["nat"].clone();
     let diff = host.fwc(&["diff"]);
     assert_eq!(code(&diff), 0, "bans and foreign chains are not drift: {}", show(&diff));
     assert!(diff.stderr.contains("filter/f2b-sshd: unmanaged"), "{}", show(&diff));
@@ -459,6 +467,8 @@ fn kept_and_foreign_chains_survive_an_apply() {
     assert!(live.contains("-A f2b-sshd -s 198.18.0.9/32 -j REJECT"), "{live}");
     assert!(live.contains("-A INPUT -p tcp -m tcp --dport 22 -j f2b-sshd"), "{live}");
     assert!(live.contains("--dport 8080"), "{live}");
+    assert_eq!(host.live("v4").tables["nat"], nat_before, "nat is not the policy's: untouched");
+    assert!(diff.stderr.contains("table nat: unmanaged"), "{}", show(&diff));
     let diff = host.fwc(&["diff", &second]);
     assert_eq!(code(&diff), 0, "{}", show(&diff));
 }

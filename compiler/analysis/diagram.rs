@@ -1,0 +1,297 @@
+//! Reduced, hash-consed multi-valued decision diagrams over packet fields.
+//!
+//! A node tests one field (its *level*) and sends each interval of that
+//! field's values to a child; leaves are either set membership (`EMPTY`,
+//! `FULL`) or, in verdict diagrams, who decides a packet (`MIXED`,
+//! `POLICY`, or a rule's position in a flattened chain). Nodes are
+//! canonical: a node's edges partition the field's whole range, adjacent
+//! edges go to different children, a node with a single edge is its child,
+//! and equal nodes are one node (the `unique` table). So two diagrams are
+//! equal exactly when their ids are, and every binary operation is memoised
+//! on (operation, left id, right id): applying it costs at most the product
+//! of the two diagrams' sizes, and usually far less, since a node shared by
+//! many parents is combined once.
+
+use super::boxes::{PacketBox, FIELDS};
+use rustc_hash::FxHashMap;
+
+/// A diagram: a leaf (high bit set) or an index into the node table.
+pub type Node = u32;
+
+const LEAF: u32 = 1 << 31;
+/// The empty set.
+pub const EMPTY: Node = LEAF;
+/// Every packet.
+pub const FULL: Node = LEAF | 1;
+/// A verdict diagram's "a rate-limited rule with another verdict may take
+/// this packet": no single verdict.
+pub const MIXED: Node = LEAF | 2;
+/// A verdict diagram's "no later rule decides: the chain's policy does".
+pub const POLICY: Node = LEAF | 3;
+
+/// The leaf for the deciding rule at `position` of a flattened chain.
+pub fn rule_leaf(position: usize) -> Node {
+    LEAF | (4 + position as u32)
+}
+
+/// The position of a rule leaf.
+pub fn leaf_position(node: Node) -> Option<usize> {
+    (node & LEAF != 0 && node & !LEAF >= 4).then(|| (node & !LEAF) as usize - 4)
+}
+
+fn is_leaf(node: Node) -> bool {
+    node & LEAF != 0
+}
+
+/// Binary operations on diagrams. The first operand of the verdict
+/// operations is a set, the second a verdict diagram; classes are indices
+/// into the verdict classes of `Diagrams::classes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Union,
+    Intersect,
+    Difference,
+    /// Inside the set, the given leaf decides; elsewhere the verdict stays.
+    Override(Node),
+    /// Inside the set, a rate-limited rule of this class may decide: the
+    /// verdict stays if it is of the same class, and becomes `MIXED` if not.
+    Limited(u16),
+    /// The packets of the set whose verdict is not of this class.
+    Violates(u16),
+}
+
+/// The class `MIXED` has: equal to no other.
+const NO_CLASS: u16 = u16::MAX;
+
+struct Inner {
+    level: u8,
+    edges: Box<[(u128, Node)]>,
+}
+
+/// The node store of one family's analysis.
+pub struct Diagrams {
+    /// The field each level tests, top level first.
+    order: Vec<usize>,
+    /// The largest value of each level's field.
+    maxima: Vec<u128>,
+    nodes: Vec<Inner>,
+    unique: FxHashMap<(u8, Box<[(u128, Node)]>), Node>,
+    memo: FxHashMap<(Op, Node, Node), Node>,
+    /// The verdict class of each rule leaf (by position), and the policy's.
+    classes: Vec<u16>,
+    policy_class: u16,
+    /// Operations left before the analysis gives up (see `Work`).
+    pub left: u64,
+}
+
+impl Diagrams {
+    /// Diagrams whose levels test `order` (field indices), with the
+    /// fields' maxima from the encoder.
+    pub fn new(order: Vec<usize>, maxima: &[u128; FIELDS], budget: u64) -> Diagrams {
+        let maxima = order.iter().map(|field| maxima[*field]).collect();
+        Diagrams {
+            order,
+            maxima,
+            nodes: Vec::new(),
+            unique: FxHashMap::default(),
+            memo: FxHashMap::default(),
+            classes: Vec::new(),
+            policy_class: NO_CLASS,
+            left: budget,
+        }
+    }
+
+    /// Sets the verdict classes of a chain's rule leaves and its policy;
+    /// forgets memoised verdict operations of the previous chain.
+    pub fn set_classes(&mut self, classes: Vec<u16>, policy_class: u16) {
+        self.classes = classes;
+        self.policy_class = policy_class;
+        self.memo.clear();
+    }
+
+    /// Spends `amount` operations of the budget; `None` once it is gone.
+    pub fn spend(&mut self, amount: u64) -> Option<()> {
+        self.left = self.left.checked_sub(amount)?;
+        Some(())
+    }
+
+    fn level(&self, node: Node) -> usize {
+        if is_leaf(node) {
+            self.order.len()
+        } else {
+            usize::from(self.nodes[node as usize].level)
+        }
+    }
+
+    fn class(&self, leaf: Node) -> u16 {
+        match leaf {
+            POLICY => self.policy_class,
+            MIXED => NO_CLASS,
+            _ => leaf_position(leaf).map_or(NO_CLASS, |position| self.classes[position]),
+        }
+    }
+
+    /// The canonical node for `edges` at `level` (merged, reduced, shared).
+    fn make(&mut self, level: usize, mut edges: Vec<(u128, Node)>) -> Node {
+        edges.dedup_by(|next, previous| next.1 == previous.1);
+        if edges.len() == 1 {
+            return edges[0].1;
+        }
+        let key = (level as u8, edges.into_boxed_slice());
+        if let Some(node) = self.unique.get(&key) {
+            return *node;
+        }
+        let node = self.nodes.len() as Node;
+        assert!(node < LEAF, "decision diagram too large");
+        self.nodes.push(Inner { level: key.0, edges: key.1.clone() });
+        self.unique.insert(key, node);
+        node
+    }
+
+    /// The set of packets in a box, over the levels' fields.
+    pub fn from_box(&mut self, packet_box: &PacketBox) -> Node {
+        let mut node = FULL;
+        for level in (0..self.order.len()).rev() {
+            let field = self.order[level];
+            let intervals = &packet_box.0[field].0;
+            if intervals.is_empty() {
+                return EMPTY;
+            }
+            if intervals.len() == 1 && intervals[0] == (0, self.maxima[level]) {
+                continue;
+            }
+            let mut edges = Vec::with_capacity(2 * intervals.len() + 1);
+            let mut next = Some(0u128);
+            for &(low, high) in intervals {
+                if next.is_some_and(|next| low > next) {
+                    edges.push((next.unwrap_or(0), EMPTY));
+                }
+                edges.push((low, node));
+                next = (high < self.maxima[level]).then(|| high + 1);
+            }
+            if let Some(next) = next {
+                edges.push((next, EMPTY));
+            }
+            node = self.make(level, edges);
+        }
+        node
+    }
+
+    fn leaf_op(&self, op: Op, left: Node, right: Node) -> Node {
+        let set = |yes: bool| if yes { FULL } else { EMPTY };
+        match op {
+            Op::Union => set(left == FULL || right == FULL),
+            Op::Intersect => set(left == FULL && right == FULL),
+            Op::Difference => set(left == FULL && right != FULL),
+            Op::Override(leaf) => if left == FULL { leaf } else { right },
+            Op::Limited(class) => {
+                if left == FULL && self.class(right) != class {
+                    MIXED
+                } else {
+                    right
+                }
+            }
+            Op::Violates(class) => set(left == FULL && self.class(right) != class),
+        }
+    }
+
+    /// Answers that need no recursion.
+    fn shortcut(&self, op: Op, left: Node, right: Node) -> Option<Node> {
+        match op {
+            Op::Union if left == EMPTY || right == FULL || left == right => Some(right),
+            Op::Union if right == EMPTY || left == FULL => Some(left),
+            Op::Intersect if left == EMPTY || right == FULL || left == right => Some(left),
+            Op::Intersect if right == EMPTY || left == FULL => Some(right),
+            Op::Difference if left == EMPTY || right == FULL || left == right => Some(EMPTY),
+            Op::Difference if right == EMPTY => Some(left),
+            Op::Override(leaf) if left == FULL => Some(leaf),
+            Op::Override(_) | Op::Limited(_) if left == EMPTY => Some(right),
+            Op::Violates(_) if left == EMPTY => Some(EMPTY),
+            Op::Violates(class) if is_leaf(right) => Some(if self.class(right) == class { EMPTY } else { left }),
+            _ if is_leaf(left) && is_leaf(right) => Some(self.leaf_op(op, left, right)),
+            _ => None,
+        }
+    }
+
+    /// `op` applied to every packet's values in `left` and `right`.
+    /// `None` once the budget is spent.
+    pub fn apply(&mut self, op: Op, left: Node, right: Node) -> Option<Node> {
+        if let Some(node) = self.shortcut(op, left, right) {
+            return Some(node);
+        }
+        if let Some(node) = self.memo.get(&(op, left, right)) {
+            return Some(*node);
+        }
+        let level = self.level(left).min(self.level(right));
+        let left_edges = self.edges_at(left, level);
+        let right_edges = self.edges_at(right, level);
+        self.spend((left_edges.len() + right_edges.len()) as u64)?;
+        let mut edges = Vec::with_capacity(left_edges.len() + right_edges.len());
+        let (mut i, mut j) = (0, 0);
+        loop {
+            let start = left_edges[i].0.max(right_edges[j].0);
+            let child = self.apply(op, left_edges[i].1, right_edges[j].1)?;
+            edges.push((start, child));
+            let next_left = left_edges.get(i + 1).map(|edge| edge.0);
+            let next_right = right_edges.get(j + 1).map(|edge| edge.0);
+            match (next_left, next_right) {
+                (None, None) => break,
+                (Some(a), Some(b)) if a == b => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(a), Some(b)) if a < b => i += 1,
+                (Some(_), None) => i += 1,
+                _ => j += 1,
+            }
+        }
+        let node = self.make(level, edges);
+        self.memo.insert((op, left, right), node);
+        Some(node)
+    }
+
+    /// A node's edges if it tests `level`, else one edge over the whole
+    /// range (the node does not depend on that field).
+    fn edges_at(&self, node: Node, level: usize) -> Vec<(u128, Node)> {
+        if !is_leaf(node) && usize::from(self.nodes[node as usize].level) == level {
+            self.nodes[node as usize].edges.to_vec()
+        } else {
+            vec![(0, node)]
+        }
+    }
+
+    /// The leaves of `verdict` over the packets of `set`, each once.
+    pub fn leaves_over(&self, set: Node, verdict: Node, out: &mut Vec<Node>) {
+        let mut seen = rustc_hash::FxHashSet::default();
+        self.collect(set, verdict, &mut seen, out);
+    }
+
+    fn collect(&self, set: Node, verdict: Node, seen: &mut rustc_hash::FxHashSet<(Node, Node)>, out: &mut Vec<Node>) {
+        if set == EMPTY || !seen.insert((set, verdict)) {
+            return;
+        }
+        if is_leaf(verdict) {
+            if !out.contains(&verdict) {
+                out.push(verdict);
+            }
+            return;
+        }
+        let level = self.level(set).min(self.level(verdict));
+        let left = self.edges_at(set, level);
+        let right = self.edges_at(verdict, level);
+        let (mut i, mut j) = (0, 0);
+        loop {
+            self.collect(left[i].1, right[j].1, seen, out);
+            match (left.get(i + 1).map(|edge| edge.0), right.get(j + 1).map(|edge| edge.0)) {
+                (None, None) => break,
+                (Some(a), Some(b)) if a == b => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(a), Some(b)) if a < b => i += 1,
+                (Some(_), None) => i += 1,
+                _ => j += 1,
+            }
+        }
+    }
+}
