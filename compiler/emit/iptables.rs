@@ -315,6 +315,14 @@ fn family(
         out.restore.push_str(line);
         out.restore.push('\n');
     }
+    let user = user_chains(ruleset, family);
+    // What fwc keeps of the live rules, for `fwc apply` and `fwc diff`
+    // reading these files later (iptables-restore skips comments).
+    let keep = crate::host::ruleset::Keep {
+        chains: user.iter().filter(|name| ruleset.chains.iter().any(|chain| &chain.name == *name && chain.keep)).cloned().collect(),
+        patterns: ruleset.keep_patterns.clone(),
+    };
+    out.restore.push_str(&keep.header_lines());
     let command = match family {
         Family::V4 => "iptables",
         Family::V6 => "ip6tables",
@@ -322,7 +330,6 @@ fn family(
     out.shell.push_str("\n# ");
     out.shell.push_str(family.name());
     out.shell.push('\n');
-    let user = user_chains(ruleset, family);
     let mut value = String::new();
     for table in index.tables() {
         let chains: &[String] = if table == Table::Filter { &user } else { &[] };
@@ -534,6 +541,14 @@ fn save_string(text: &str, out: &mut String) {
         out.push(c);
     }
     out.push('"');
+}
+
+/// One rule as `iptables-save` prints it: `-A CHAIN` and its arguments
+/// (the line `saved.vN` has for it, without the table).
+pub fn rule_line(rule: &Rule) -> String {
+    let mut line = format!("-A {}", rule.chain.name());
+    write_args(rule, None, &mut Saved(&mut line), &mut String::new());
+    line
 }
 
 /// The arguments after `-A CHAIN`, in `iptables-save`'s order.

@@ -34,23 +34,21 @@ const MULTIPORT_WEIGHT: usize = 15;
 /// Rewrites every rule that negates a list into a jump to a helper chain.
 pub fn split_negated_lists(resolved: &mut Resolved) {
     let mut helpers = Vec::new();
-    let top = std::mem::take(&mut resolved.top);
-    resolved.top = top.into_iter().map(|rule| split(rule, &mut helpers)).collect();
-    for chain in &mut resolved.chains {
-        let rules = std::mem::take(&mut chain.rules);
-        chain.rules = rules.into_iter().map(|rule| split(rule, &mut helpers)).collect();
+    let rules = resolved.top.iter_mut().chain(resolved.chains.iter_mut().flat_map(|chain| chain.rules.iter_mut()));
+    for rule in rules {
+        split(rule, &mut helpers);
     }
     resolved.chains.extend(helpers);
 }
 
-/// The rule itself, or the jump to the helper chain it became.
-fn split(mut rule: ResolvedRule, helpers: &mut Vec<ResolvedChain>) -> ResolvedRule {
+/// Replaces a rule that negates a list with the jump to its helper chain.
+fn split(rule: &mut ResolvedRule, helpers: &mut Vec<ResolvedChain>) {
     if rule.action == Action::Return || rule.action.is_nat() {
-        return rule;
+        return;
     }
-    let returns = take_negated_lists(&mut rule);
+    let returns = take_negated_lists(rule);
     if returns.is_empty() {
-        return rule;
+        return;
     }
     let name = Spanned { value: format!("not.{}", helpers.len() + 1), span: rule.span };
     let jump = ResolvedRule {
@@ -62,12 +60,12 @@ fn split(mut rule: ResolvedRule, helpers: &mut Vec<ResolvedChain>) -> ResolvedRu
         narrowed: rule.narrowed,
         ignored: rule.ignored.clone(),
         negation: true,
-        ..bare(&rule)
+        ..bare(rule)
     };
+    let families = jump.families.clone();
     let mut rules = returns;
-    rules.push(rule);
-    helpers.push(ResolvedChain { name, keep: false, span: jump.span, rules, families: jump.families.clone() });
-    jump
+    rules.push(std::mem::replace(rule, jump));
+    helpers.push(ResolvedChain { name, keep: false, span: rule.span, rules, families });
 }
 
 /// Takes every negated list out of `rule` that is more than one kernel

@@ -25,6 +25,10 @@
 //!   disagreement it found, as a fixed case. Needs `conntrack` too.
 //! - `nat`: masquerade and a port forward through a router namespace, and
 //!   rejects that answer at once.
+//! - `host`: `fwc apply`, `confirm`, `diff` and `apply --boot` run inside
+//!   namespaces with temporary state directories: rollback of both
+//!   families, the lockout guard, the detached rollback, drift on both
+//!   iptables backends, boot fallbacks.
 //! - `lab`: the veth topology, the probe servers and clients; `agent`: one
 //!   traffic process per namespace for many flows at once;
 //!   `support`: namespaces, the fwc binary, bounded commands, diffs;
@@ -36,6 +40,7 @@ mod behaviour;
 mod determinism;
 mod differential;
 mod generate;
+mod host;
 mod lab;
 mod nat;
 mod policies;

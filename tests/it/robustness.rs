@@ -839,3 +839,37 @@ fn thread_cpu_time_counts_work_not_sleep() {
         }
     }
 }
+
+/// `fwc fmt` on mutants: whatever parses formats idempotently, and the
+/// formatted mutant compiles to what the mutant compiled to (the checks
+/// of tests/it/fmt.rs). `FWC_ROBUSTNESS_CASES` mutants, as above.
+#[test]
+fn mutated_policies_format_idempotently_and_compile_alike() {
+    let seeds = seeds();
+    let config = Config { cases: cases(), failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, rng());
+    let strategy = (0..seeds.len(), prop::collection::vec(mutation(), 1..5));
+    let formatted = std::cell::Cell::new(0usize);
+    let result = runner.run(&strategy, |(seed, mutations)| {
+        let seed = &seeds[seed];
+        let mut text = seed.text.clone();
+        for mutation in &mutations {
+            text = mutate(&text, mutation);
+        }
+        if fwc::fmt::format(&text).is_err() {
+            return Ok(());
+        }
+        formatted.set(formatted.get() + 1);
+        let mut files = super::fmt::Files::default();
+        files.0.insert(PathBuf::from(POLICY), text.clone());
+        files.0.extend(seed.others.iter().cloned());
+        files.0.entry(PathBuf::from("inc.fw")).or_insert_with(|| "include \"inc.fw\"\nallow in tcp 7\n".to_string());
+        super::fmt::check_formatting(&files, Path::new(POLICY), &[])
+            .map_err(|error| TestCaseError::fail(format!("{error}\nmutant of {} ({mutations:?}):\n{text}", seed.name)))
+    });
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+    eprintln!("robustness: {} mutants, {} of them parsed and were formatted", cases(), formatted.get());
+    assert!(formatted.get() > 0, "no mutant parsed");
+}
