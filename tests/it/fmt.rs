@@ -35,7 +35,28 @@ fn meaning(fs: &dyn fwc::FileSystem, root: &Path, params: &[(String, String)]) -
         }
     }
     for (file, text) in compilation.outputs("policy.fw").unwrap_or_default() {
+        let text = if file == "rules.nft" { without_line_numbers(&text) } else { text };
         out.push_str(&format!("--- {file}\n{text}"));
+    }
+    out
+}
+
+/// rules.nft's comments name the policy lines a rule came from, which
+/// formatting may move: they are left out of the comparison (the rule's
+/// own comment text stays).
+fn without_line_numbers(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        match line.split_once(" comment \"") {
+            Some((rule, comment)) => {
+                let own = comment.split_once(": ").map_or("\"", |(_, own)| own);
+                out.push_str(&format!("{rule} comment \"{own}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
     }
     out
 }
