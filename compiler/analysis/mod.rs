@@ -7,9 +7,11 @@
 //!   When only shadowed rules would take over, the finding is the shadowed
 //!   rule, and the redundancy is not reported.
 //!
-//! Both work on boxes (`boxes.rs`) over a flattened chain (`flatten.rs`):
-//! a rule's *reach* is its effective match minus everything decided before
-//! it. See docs/ARCHITECTURE.md for the algorithm and its cost.
+//! Both work over a flattened chain (`flatten.rs`, rules' matches as boxes
+//! from `boxes.rs`): a rule's *reach* is its effective match minus
+//! everything decided before it. `order.rs` computes reaches and
+//! redundancy with decision diagrams (`diagram.rs`) per cell of one split
+//! field. See docs/ARCHITECTURE.md for the algorithm and its cost.
 
 pub mod boxes;
 pub mod diagram;
@@ -153,7 +155,7 @@ pub fn order_checks(ruleset: &Ruleset, sources: &Sources, levels: &crate::Levels
                 "the order analysis did not finish ({filter_rules} kernel rules; limit {BUDGET} diagram operations): shadowed and redundant rules are not reported"
             ),
         )
-        .note("this policy's overlapping blocks and ports make the exact analysis expensive; fwc test still checks every expectation")];
+        .note("rules that leave addresses or ports open, between many rules that name them, make the exact analysis expensive; fwc test still checks every expectation")];
     };
     let mut by_source: BTreeMap<(Span, Vec<Span>), SourceRule> = BTreeMap::new();
     for (index, rule) in ruleset.rules.iter().enumerate() {
