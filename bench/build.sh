@@ -117,14 +117,17 @@ for n in $SIZES; do
     FWC_KB[$n]=$(peak_rss_kb "$FWC" build "$TMP/p$n.fw" -o "$TMP/fwc-out$n")
     [ -z "$BASE_FWC" ] || BASE_KB[$n]=$(peak_rss_kb "$BASE_FWC" build "$TMP/p$n.fw" -o "$TMP/base-out$n")
     FERM_KB[$n]=$(peak_rss_kb sh -c 'exec "$1" --remote "$2" >"$3"' sh "$FERM" "$TMP/p$n.ferm" "$TMP/ferm-out$n")
-    for f in rules.v4 rules.v6 rules.sh saved.v4 saved.v6; do
+    for f in rules.v4 rules.v6 rules.sh saved.v4 saved.v6 rules.nft; do
         [ -s "$TMP/fwc-out$n/$f" ] || die "fwc wrote no $f for $n rules"
     done
-    FWC_LINES[$n]=$(cat "$TMP/fwc-out$n/rules.v4" "$TMP/fwc-out$n/rules.v6" | grep -c '^-A ')
+    # Rule for rule, ferm's statements are fwc's rules before consolidation
+    # (which merges neighbours that differ in one list).
+    "$FWC" build --no-consolidate "$TMP/p$n.fw" -o "$TMP/fwc-exact$n" >/dev/null 2>&1 || die "fwc build --no-consolidate failed for $n"
+    FWC_LINES[$n]=$(cat "$TMP/fwc-exact$n/rules.v4" "$TMP/fwc-exact$n/rules.v6" | grep -c '^-A ')
     # Without the reply rules that `stateful` derives (ESTABLISHED-only
     # rules and the .reply chains) and the allows for the answers `reject`
     # sends (RELATED-only): what the ferm file spells out itself.
-    FWC_OWN[$n]=$(cat "$TMP/fwc-out$n/rules.v4" "$TMP/fwc-out$n/rules.v6" | grep '^-A ' \
+    FWC_OWN[$n]=$(cat "$TMP/fwc-exact$n/rules.v4" "$TMP/fwc-exact$n/rules.v6" | grep '^-A ' \
         | grep -v -e '--ctstate ESTABLISHED -j' -e '--ctstate RELATED -j' -e '^-A [^ ]*\.reply ' | wc -l)
     FERM_LINES[$n]=$(grep -c '^-A ' "$TMP/ferm-out$n")
     [ "${FERM_LINES[$n]}" -gt 0 ] || die "ferm printed no rules for $n"

@@ -366,4 +366,7 @@ pub enum Derivation {
     ForwardAllow,
     /// The allow for the TCP reset or ICMP error a `reject` sends.
     RejectAnswer,
+    /// The jump into the helper chain of a `not` before a list, or one of
+    /// the helper's returns.
+    Negation,
 }

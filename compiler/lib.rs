@@ -8,12 +8,17 @@
 //! (includes, stdlib modules, names, families) → IR (`ir`) → `emit`.
 
 pub mod analysis;
+pub mod consolidate;
 pub mod diagnostics;
 pub mod emit;
+pub mod fmt;
 pub mod eval;
+pub mod host;
 pub mod import;
 pub mod ir;
 pub mod lower;
+pub mod lsp;
+pub mod sarif;
 pub mod source;
 pub mod stdlib;
 pub mod syntax;
@@ -40,7 +45,7 @@ impl Compilation {
 
     /// The output files, or `None` if the policy has errors.
     pub fn outputs(&self, policy_name: &str) -> Option<Vec<(&'static str, String)>> {
-        (!self.has_errors()).then(|| emit::all(&self.lowered.ruleset, policy_name))
+        (!self.has_errors()).then(|| emit::all(&self.lowered.ruleset, &self.sources, policy_name))
     }
 
     pub fn render_diagnostics(&self) -> String {

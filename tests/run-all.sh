@@ -15,8 +15,19 @@ fi
 # saved files), python3 for the small traffic endpoints of behaviour tests,
 # conntrack to flush connection state between differential probes, and the
 # rule generators whose output `fwc import` must round-trip (ferm, ufw,
-# Shorewall, FireHOL; util-linux and mount for their namespaces).
-packages=(iptables nftables iproute2 netbase python3 conntrack ferm ufw shorewall shorewall6 firehol util-linux mount)
+# Shorewall, FireHOL; util-linux and mount for their namespaces; util-linux
+# also for `unshare --net`, fwc apply's pre-flight, and iproute2 for its `ss`);
+# ipset for the address sets consolidated iptables rules match against;
+# python3-jsonschema validates `fwc check --format sarif` against the SARIF
+# schema (tests/it/sarif.rs).
+# tests/editors.sh runs the editor grammars' tests with Node.js and npm
+# (the TextMate tokenizer, tree-sitter's grammar.js) and gcc (tree-sitter
+# compiles the generated parser); a machine without them gets Debian's.
+packages=(iptables nftables ipset iproute2 netbase python3 conntrack ferm ufw shorewall shorewall6 firehol util-linux mount
+          python3-jsonschema)
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
+command -v cc >/dev/null || packages+=(gcc)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -29,3 +40,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo test --locked
+bash tests/editors.sh

@@ -8,6 +8,7 @@ use crate::eval::{Decision, Program};
 use crate::ir::*;
 use crate::source::Span;
 use crate::syntax::ast::{ConnectionState, Direction};
+use std::collections::{HashMap, HashSet};
 
 /// Spans a few host checks point at, from lowering.
 #[derive(Clone, Debug, Default)]
@@ -126,12 +127,22 @@ pub fn host_checks(ruleset: &Ruleset, context: &HostContext) -> Vec<Diagnostic> 
     }
 
     // unused chains, and chains jumped to that hold nothing.
+    let mut jumped_to: HashSet<&str> = HashSet::new();
+    let mut filled: HashSet<&str> = HashSet::new();
+    for rule in &ruleset.rules {
+        if let Target::Jump(target) = &rule.target {
+            jumped_to.insert(target);
+        }
+        if let ChainRef::User(chain) = &rule.chain {
+            filled.insert(chain);
+        }
+    }
     for chain in &ruleset.chains {
         if chain.name.ends_with(".reply") {
             continue;
         }
-        let jumped = ruleset.rules.iter().any(|rule| rule.target == Target::Jump(chain.name.clone()));
-        let empty = !ruleset.rules.iter().any(|rule| rule.chain == ChainRef::User(chain.name.clone()));
+        let jumped = jumped_to.contains(chain.name.as_str());
+        let empty = !filled.contains(chain.name.as_str());
         if !jumped {
             diagnostics.push(
                 Diagnostic::new(Code::UnusedChain, format!("chain `{}` is never jumped to", chain.name))
@@ -153,7 +164,7 @@ pub fn host_checks(ruleset: &Ruleset, context: &HostContext) -> Vec<Diagnostic> 
 /// direction, over ports, without `stateful` (their replies are the
 /// question), one per written rule and family.
 fn plain_allows<'a>(ruleset: &'a Ruleset, context: &HostContext) -> Vec<&'a Rule> {
-    let mut seen: Vec<(Span, Family)> = Vec::new();
+    let mut seen: HashSet<(Span, Family)> = HashSet::new();
     ruleset
         .rules
         .iter()
@@ -168,10 +179,7 @@ fn plain_allows<'a>(ruleset: &'a Ruleset, context: &HostContext) -> Vec<&'a Rule
                 && !context.stdlib_files.contains(&rule.origin.span.file)
         })
         .filter(|rule| {
-            let key = (rule.origin.span, rule.family);
-            let fresh = !seen.contains(&key);
-            seen.push(key);
-            fresh
+            seen.insert((rule.origin.span, rule.family))
         })
         .collect()
 }
@@ -179,7 +187,7 @@ fn plain_allows<'a>(ruleset: &'a Ruleset, context: &HostContext) -> Vec<&'a Rule
 /// return-path: an allow without `stateful` whose replies nothing lets back.
 fn return_paths(ruleset: &Ruleset, program: &Program, context: &HostContext) -> Vec<Diagnostic> {
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
-    let mut reported: Vec<Span> = Vec::new();
+    let mut reported: HashSet<Span> = HashSet::new();
     for rule in plain_allows(ruleset, context) {
         if reported.contains(&rule.origin.span) {
             continue;
@@ -198,7 +206,7 @@ fn return_paths(ruleset: &Ruleset, program: &Program, context: &HostContext) -> 
             ..Constraint::default()
         };
         if !any_allowed(program, reply_direction, &constraint) {
-            reported.push(rule.origin.span);
+            reported.insert(rule.origin.span);
             diagnostics.push(
                 Diagnostic::new(Code::ReturnPath, "the replies to this flow are dropped")
                     .primary(rule.origin.span, "lets the first packets through, but not the answers")
@@ -221,7 +229,7 @@ fn family_gaps(ruleset: &Ruleset, program: &Program, context: &HostContext) -> V
         return Vec::new();
     }
     let mut diagnostics = Vec::new();
-    let mut reported: Vec<Span> = Vec::new();
+    let mut reported: HashSet<Span> = HashSet::new();
     let allows = plain_allows(ruleset, context);
     let stateful = ruleset.rules.iter().filter(|rule| {
         rule.table == Table::Filter
@@ -231,12 +239,19 @@ fn family_gaps(ruleset: &Ruleset, program: &Program, context: &HostContext) -> V
             && rule.matches.destination_ports.is_some()
             && !context.stdlib_files.contains(&rule.origin.span.file)
     });
+    // The families each written rule became, looked up once per candidate.
+    let mut families_of: HashMap<Span, Vec<Family>> = HashMap::new();
+    for rule in &ruleset.rules {
+        let families = families_of.entry(rule.origin.span).or_default();
+        if !families.contains(&rule.family) {
+            families.push(rule.family);
+        }
+    }
     for rule in allows.into_iter().filter(|rule| rule.chain == ChainRef::Input).chain(stateful) {
         if rule.origin.narrowed || reported.contains(&rule.origin.span) {
             continue;
         }
-        let families: Vec<Family> =
-            ruleset.rules.iter().filter(|other| other.origin.span == rule.origin.span).map(|other| other.family).collect();
+        let families = &families_of[&rule.origin.span];
         if families.contains(&Family::V4) && families.contains(&Family::V6) {
             continue;
         }
@@ -252,7 +267,7 @@ fn family_gaps(ruleset: &Ruleset, program: &Program, context: &HostContext) -> V
         if any_allowed(program, Direction::In, &constraint) {
             continue;
         }
-        reported.push(rule.origin.span);
+        reported.insert(rule.origin.span);
         let (code, only, missing) = match rule.family {
             Family::V4 => (Code::Ipv6Gap, "IPv4", "IPv6"),
             Family::V6 => (Code::Ipv4Gap, "IPv6", "IPv4"),

@@ -254,6 +254,23 @@ fn report_span(sources: &Sources, span: Span, via: &[Span]) -> (Span, Option<Spa
     (span, None)
 }
 
+/// A secondary label on another rule. A stdlib rule is labelled at the
+/// user's `use` line, which may bring in several: the label quotes the
+/// stdlib rule, and says it once.
+fn push_label(labels: &mut Vec<(Span, String)>, sources: &Sources, rule: &Rule, label: String) {
+    let (span, stdlib_rule) = report_span(sources, rule.origin.span, &rule.origin.via);
+    let label = match stdlib_rule {
+        Some(stdlib_rule) => {
+            let words: Vec<&str> = sources.text(stdlib_rule).split_whitespace().collect();
+            format!("{label}: `{}`", words.join(" "))
+        }
+        None => label,
+    };
+    if !labels.iter().any(|(other_span, other)| *other_span == span && *other == label) {
+        labels.push((span, label));
+    }
+}
+
 fn verdict_word(target: &Target) -> &'static str {
     match target {
         Target::Accept => "allows",
@@ -279,15 +296,18 @@ fn shadowed_diagnostic(ruleset: &Ruleset, sources: &Sources, source: &SourceRule
     if let Some(stdlib_rule) = stdlib_rule {
         diagnostic = diagnostic.secondary(stdlib_rule, "this rule");
     }
+    let mut labels = Vec::new();
     for index in covering.iter().take(4) {
         let rule = &ruleset.rules[*index];
-        let (span, _) = report_span(sources, rule.origin.span, &rule.origin.via);
         let word = verdict_word(&rule.target);
         let label = if rule.target != first.target {
             format!("wins: {word} these packets first")
         } else {
             format!("already {word} them")
         };
+        push_label(&mut labels, sources, rule, label);
+    }
+    for (span, label) in labels {
         diagnostic = diagnostic.secondary(span, label);
     }
     diagnostic.note(if different {
@@ -305,10 +325,13 @@ fn redundant_diagnostic(ruleset: &Ruleset, sources: &Sources, source: &SourceRul
     if let Some(stdlib_rule) = stdlib_rule {
         diagnostic = diagnostic.secondary(stdlib_rule, "this rule");
     }
+    let mut labels = Vec::new();
     for index in same.iter().take(4) {
         let rule = &ruleset.rules[*index];
-        let (span, _) = report_span(sources, rule.origin.span, &rule.origin.via);
-        diagnostic = diagnostic.secondary(span, format!("{} them anyway", verdict_word(&rule.target)));
+        push_label(&mut labels, sources, rule, format!("{} them anyway", verdict_word(&rule.target)));
+    }
+    for (span, label) in labels {
+        diagnostic = diagnostic.secondary(span, label);
     }
     let policy_note = if same.is_empty() {
         format!("the chain's policy already {} these packets", verdict_word(&first.target))

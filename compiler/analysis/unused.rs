@@ -11,10 +11,10 @@ pub fn unused_checks(lowered: &Lowered, sources: &Sources) -> Vec<Diagnostic> {
     let mut in_tests = Vec::new();
     for (test, _) in &lowered.tests {
         for expect in &test.expects {
-            for addresses in [&expect.from, &expect.to].into_iter().flatten() {
+            for addresses in [&expect.packet.from, &expect.packet.to].into_iter().flatten() {
                 collect(&addresses.items, &mut in_tests);
             }
-            if let Some(on) = &expect.on {
+            if let Some(on) = &expect.packet.on {
                 for interface in std::iter::once(&on.first).chain(&on.second) {
                     if let ast::InterfaceValue::Variable(name) = &interface.value {
                         in_tests.push(name.clone());

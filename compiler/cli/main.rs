@@ -1,7 +1,11 @@
 //! The `fwc` command: reads files, calls the library, prints, exits.
 //!
 //! Exit codes: 0 success (warnings allowed), 1 the policy has errors,
-//! 2 usage or I/O errors.
+//! 2 usage or I/O errors; `apply`, `confirm` and `diff` have more
+//! (host::exit, docs/user-guide.md).
+
+mod fmt;
+mod host;
 
 use clap::{Args, Parser, Subcommand};
 use fwc::{Compilation, OsFileSystem};
@@ -22,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compile a policy and write rules.v4, rules.v6, rules.sh, saved.v4, saved.v6
+    /// Compile a policy and write rules.v4, rules.v6, rules.sh, saved.v4, saved.v6, rules.nft, ipsets.restore
     #[command(after_help = "Examples:\n  fwc build policies/web.fw                 # writes build/rules.v4 …\n  fwc build policies/web.fw -o /tmp/out\n  fwc build policies/web.fw --emit rules.v6 # prints one file\n  fwc build policies/web.fw --set public=ens3")]
     Build {
         #[command(flatten)]
@@ -36,6 +40,12 @@ enum Command {
         /// Do not run the policy's `test` blocks
         #[arg(long)]
         no_test: bool,
+        /// Print the rule counts before and after consolidation, per backend, on stderr
+        #[arg(long)]
+        stats: bool,
+        /// One kernel rule per rule fwc lowers: do not merge adjacent rules into port lists and sets
+        #[arg(long)]
+        no_consolidate: bool,
     },
     /// Run the policy's `test` blocks (and those of POLICY.test.fw next to it)
     #[command(after_help = "Each `expect` must hold for every packet it covers: an omitted field means\nevery value (no address: both families; a block or set: every member; no\n`on`: every interface but lo), and the state defaults to new.\n\nExample:\n  fwc test policies/web.fw")]
@@ -53,7 +63,7 @@ enum Command {
         packet: String,
     },
     /// Translate iptables-save / ip6tables-save output into a .fw policy
-    #[command(after_help = "Rules fwc cannot express stay as `# unsupported:` comments; stderr says how\nmany rules were translated. Exit 0 (unsupported rules too), 2 for unreadable input.\n\nExamples:\n  iptables-save > v4.txt; ip6tables-save > v6.txt\n  fwc import v4.txt v6.txt -o imported.fw\n  iptables-save | fwc import -\n  fwc import --exact v4.txt v6.txt   # one rule per port: build gives the same rules back")]
+    #[command(after_help = "Rules fwc cannot express stay as `# unsupported:` comments; stderr says how\nmany rules were translated. Exit 0 (unsupported rules too), 2 for unreadable input.\n\nExamples:\n  iptables-save > v4.txt; ip6tables-save > v6.txt\n  fwc import v4.txt v6.txt -o imported.fw\n  iptables-save | fwc import -\n  fwc import --exact v4.txt v6.txt   # one rule per port: build --no-consolidate gives the same rules back")]
     Import {
         /// iptables-save output (`-` reads standard input); an ip6tables-save dump alone works too
         file: PathBuf,
@@ -66,11 +76,45 @@ enum Command {
         #[arg(long)]
         exact: bool,
     },
+    /// Load a policy into the kernel, both families or neither, and roll back
+    /// unless confirmed
+    #[command(after_help = "Exit codes: 0 applied, 1 policy errors, 2 usage, 3 no change, 4 refused\n(lockout, pre-flight, busy), 5 load failed and rolled back, 6 rollback failed.\n\nExamples:\n  fwc apply policies/web.fw --dry-run   # the rule diff, nothing changed\n  fwc apply policies/web.fw             # then, from a new SSH connection: fwc confirm\n  fwc apply build/ --confirm 0          # a built directory, permanent at once\n  fwc apply --boot                      # the last confirmed rules (fwc.service)")]
+    Apply(host::apply::ApplyArgs),
+    /// Keep the rules of the last `fwc apply` and make them the boot rules
+    #[command(after_help = "Run it from a new SSH connection: that proves new connections work.\nExit 0 confirmed, 4 nothing waiting (the rollback may have run).")]
+    Confirm {
+        #[command(flatten)]
+        host: host::HostArgs,
+    },
+    /// Compare the live rules with a policy (or the last applied build)
+    #[command(after_help = "Prints a unified diff per chain: `-` lines are live only, `+` lines are the\npolicy's only. Other programs' chains (`keep`) are noted as unmanaged.\nExit 0 in sync, 1 drift, 2 cannot tell.\n\nExamples:\n  fwc diff policies/web.fw\n  fwc diff                  # against the last applied build")]
+    Diff(host::diff::DiffArgs),
+    /// The process `fwc apply --confirm` leaves behind to roll back
+    #[command(hide = true)]
+    RollbackDaemon {
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        host: host::HostArgs,
+    },
     /// Report the policy's diagnostics without writing anything
     #[command(after_help = "Example:\n  fwc check policies/web.fw && echo ok")]
     Check {
         #[command(flatten)]
         policy: PolicyArgs,
+    },
+    /// Run the language server on standard input and output, for editors
+    #[command(after_help = "Editors start it; editors/ has a VS Code extension and a tree-sitter grammar.\n`--set`, -A, -W and -D go in the client's initializationOptions:\n  {\"params\": {\"public\": \"ens3\"}, \"allow\": [], \"warn\": [], \"deny\": [\"warnings\"]}")]
+    Lsp,
+    /// Rewrite policies in the canonical layout (docs/formatting.md)
+    #[command(after_help = "Exit 0 when every file is formatted (or was rewritten), 1 when --check found\none to format, 2 when a file does not parse or cannot be read or written.\n\nExamples:\n  fwc fmt policies/web.fw\n  fwc fmt --check policies/ stdlib/   # a directory: every .fw file under it\n  fwc fmt - < web.fw                  # standard input to standard output")]
+    Fmt {
+        /// Policy files or directories; `-` reads standard input and writes standard output
+        #[arg(required = true, value_name = "FILES")]
+        files: Vec<PathBuf>,
+        /// Change nothing: print a diff for each file that is not formatted and exit 1
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -93,8 +137,9 @@ struct PolicyArgs {
     /// Make every warning an error (the same as -D warnings)
     #[arg(long = "deny", value_name = "warnings", value_parser = ["warnings"])]
     deny_long: Option<String>,
-    /// How to print diagnostics: text for people, json for tools (one object per line)
-    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    /// How to print diagnostics: text for people, json for tools (one object per line),
+    /// sarif for CI code scanning (fwc check only; one SARIF 2.1.0 log)
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json", "sarif"])]
     format: String,
 }
 
@@ -136,8 +181,15 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Build { policy, .. } | Command::Test { policy } | Command::Query { policy, .. } = &cli.command {
+        if policy.format == "sarif" {
+            eprintln!("error: --format sarif is for `fwc check`: one log of the policy's diagnostics");
+            return ExitCode::from(2);
+        }
+    }
     match cli.command {
-        Command::Build { policy, out, emit, no_test } => {
+        Command::Build { policy, out, emit, no_test, stats, no_consolidate } => {
+            let options = fwc::emit::Options { consolidate: !no_consolidate };
             let Some(compilation) = run_compile(&policy) else { return ExitCode::from(2) };
             let name = policy.policy.display().to_string();
             if compilation.has_errors() {
@@ -155,16 +207,18 @@ fn main() -> ExitCode {
             let ruleset = &compilation.lowered.ruleset;
             match emit {
                 Some(wanted) => {
-                    let outputs = fwc::emit::all(ruleset, &name);
+                    let outputs = fwc::emit::all_with(ruleset, &compilation.sources, &name, options);
                     let (_, text) = outputs.iter().find(|(file, _)| *file == wanted).expect("clap checked the name");
                     print!("{text}");
                 }
-                None => {
-                    if let Err(error) = write_outputs(&out, ruleset, &name) {
+                None => match write_outputs(&out, ruleset, &compilation.sources, &name, options) {
+                    Ok(counts) if stats => eprintln!("{}", counts.describe()),
+                    Ok(_) => {}
+                    Err(error) => {
                         eprintln!("error: cannot write to {}: {error}", out.display());
                         return ExitCode::from(2);
                     }
-                }
+                },
             }
             // The process is about to exit: its memory goes back at once,
             // where freeing every rule one by one only takes time.
@@ -265,11 +319,28 @@ fn main() -> ExitCode {
             eprint!("{}", imported.summary());
             ExitCode::SUCCESS
         }
+        Command::Lsp => {
+            let (connection, io_threads) = lsp_server::Connection::stdio();
+            let served = fwc::lsp::run(&connection, &OsFileSystem);
+            drop(connection);
+            match served.and_then(|()| io_threads.join().map_err(Into::into)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: fwc lsp: {error}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Apply(args) => ExitCode::from(host::apply::run(&args)),
+        Command::Confirm { host } => ExitCode::from(host::rollback::confirm(&host)),
+        Command::Diff(args) => ExitCode::from(host::diff::run(&args)),
+        Command::RollbackDaemon { id, host } => ExitCode::from(host::rollback::daemon(&host, &id)),
         Command::Check { policy } => match run_compile(&policy) {
             None => ExitCode::from(2),
             Some(compilation) if compilation.has_errors() => ExitCode::from(1),
             Some(_) => ExitCode::SUCCESS,
         },
+        Command::Fmt { files, check } => fmt::run(&files, check),
     }
 }
 
@@ -288,12 +359,16 @@ fn run_compile(args: &PolicyArgs) -> Option<Compilation> {
 }
 
 /// Text on stderr for people; with --format json, one object per line on
-/// stdout for tools.
+/// stdout for tools; with --format sarif, one SARIF log on stdout.
 fn print_diagnostics(args: &PolicyArgs, compilation: &Compilation, diagnostics: &[fwc::Diagnostic]) {
     if args.format == "json" {
         for diagnostic in diagnostics {
             println!("{}", fwc::diagnostics::to_json(&compilation.sources, diagnostic));
         }
+    } else if args.format == "sarif" {
+        let base = std::env::current_dir().unwrap_or_default();
+        let context = fwc::sarif::SarifContext { base: &base, policy: &args.policy };
+        print!("{}", fwc::sarif::to_sarif(&compilation.sources, diagnostics, &context));
     } else {
         eprint!("{}", compilation.render(diagnostics));
     }
@@ -301,7 +376,13 @@ fn print_diagnostics(args: &PolicyArgs, compilation: &Compilation, diagnostics: 
 
 /// Writes each output next to the others, atomically per file: into a
 /// temporary file as it is rendered, renamed into place at the end.
-fn write_outputs(directory: &Path, ruleset: &fwc::ir::Ruleset, policy_name: &str) -> std::io::Result<()> {
+fn write_outputs(
+    directory: &Path,
+    ruleset: &fwc::ir::Ruleset,
+    sources: &fwc::Sources,
+    policy_name: &str,
+    options: fwc::emit::Options,
+) -> std::io::Result<fwc::consolidate::Stats> {
     std::fs::create_dir_all(directory)?;
     let names = fwc::emit::OUTPUT_NAMES;
     let temporaries = names.map(|name| directory.join(format!(".{name}.tmp")));
@@ -309,8 +390,9 @@ fn write_outputs(directory: &Path, ruleset: &fwc::ir::Ruleset, policy_name: &str
     for temporary in &temporaries {
         files.push(std::fs::File::create(temporary)?);
     }
-    let [v4, v6, sh, saved_v4, saved_v6] = files.as_mut_slice() else { unreachable!("one file per output") };
-    fwc::emit::write(ruleset, policy_name, &mut [v4 as &mut (dyn std::io::Write + Send), v6, sh, saved_v4, saved_v6])?;
+    let [v4, v6, sh, saved_v4, saved_v6, nft, sets] = files.as_mut_slice() else { unreachable!("one file per output") };
+    let writers: &mut [&mut (dyn std::io::Write + Send); 7] = &mut [v4, v6, sh, saved_v4, saved_v6, nft, sets];
+    let stats = fwc::emit::write(ruleset, sources, policy_name, options, writers)?;
     drop(files);
     for (name, temporary) in names.iter().zip(&temporaries) {
         if *name == "rules.sh" {
@@ -319,5 +401,5 @@ fn write_outputs(directory: &Path, ruleset: &fwc::ir::Ruleset, policy_name: &str
         }
         std::fs::rename(temporary, directory.join(name))?;
     }
-    Ok(())
+    Ok(stats)
 }

@@ -12,6 +12,7 @@
 //! share) and once in the shell form, straight into buffers that go to the
 //! writers in large pieces.
 
+use crate::consolidate::{self, Field, IptRule, SetMatch};
 use crate::ir::*;
 use crate::tables;
 use std::collections::HashMap;
@@ -33,15 +34,23 @@ fn word(text: impl Into<String>) -> Arg {
 /// `rules.v4` / `rules.v6`: iptables-restore input.
 pub fn restore(ruleset: &Ruleset, family: Family, header: &str) -> String {
     let mut restore = Vec::new();
-    self::family(ruleset, family, header, &mut restore, &mut io::sink(), &mut io::sink()).expect("writing to memory");
+    let rules = consolidate::iptables(ruleset, true);
+    self::family(ruleset, &rules, family, header, &mut restore, &mut io::sink(), &mut io::sink())
+        .expect("writing to memory");
     into_string(restore)
 }
 
 /// `saved.v4` / `saved.v6`: what `iptables-save` prints once the rules are
 /// loaded, without `#` lines and counters.
 pub fn saved(ruleset: &Ruleset, family: Family) -> String {
+    saved_with(ruleset, family, true)
+}
+
+/// [`saved`], with `consolidate` false: one kernel rule per IR rule.
+pub fn saved_with(ruleset: &Ruleset, family: Family, consolidate: bool) -> String {
     let mut saved = Vec::new();
-    self::family(ruleset, family, "", &mut io::sink(), &mut saved, &mut io::sink()).expect("writing to memory");
+    let rules = consolidate::iptables(ruleset, consolidate);
+    self::family(ruleset, &rules, family, "", &mut io::sink(), &mut saved, &mut io::sink()).expect("writing to memory");
     into_string(saved)
 }
 
@@ -49,9 +58,11 @@ pub fn saved(ruleset: &Ruleset, family: Family) -> String {
 /// Every argument is single-quoted, so no text from a policy can run.
 pub fn shell(ruleset: &Ruleset, header: &str) -> String {
     let mut out = Vec::new();
-    shell_prelude(header, &mut out).expect("writing to memory");
+    let rules = consolidate::iptables(ruleset, true);
+    shell_prelude(header, &rules.sets, &mut out).expect("writing to memory");
     for family in Family::BOTH {
-        self::family(ruleset, family, header, &mut io::sink(), &mut io::sink(), &mut out).expect("writing to memory");
+        self::family(ruleset, &rules, family, header, &mut io::sink(), &mut io::sink(), &mut out)
+            .expect("writing to memory");
     }
     into_string(out)
 }
@@ -75,17 +86,17 @@ const PARALLEL_FROM: usize = 2048;
 /// Writes all five outputs. The two families are independent: with enough
 /// rules, IPv6 is written on a second thread (its part of `rules.sh`, which
 /// comes after IPv4's, is held until IPv4's is written).
-pub fn write_all(ruleset: &Ruleset, header: &str, out: Writers) -> io::Result<()> {
+pub fn write_all(ruleset: &Ruleset, rules: &consolidate::Iptables, header: &str, out: Writers) -> io::Result<()> {
     let Writers { rules_v4, rules_v6, rules_sh, saved_v4, saved_v6 } = out;
-    shell_prelude(header, rules_sh)?;
+    shell_prelude(header, &rules.sets, rules_sh)?;
     let mut v6_shell = Vec::new();
     if ruleset.rules.len() < PARALLEL_FROM {
-        family(ruleset, Family::V4, header, rules_v4, saved_v4, rules_sh)?;
-        family(ruleset, Family::V6, header, rules_v6, saved_v6, &mut v6_shell)?;
+        family(ruleset, rules, Family::V4, header, rules_v4, saved_v4, rules_sh)?;
+        family(ruleset, rules, Family::V6, header, rules_v6, saved_v6, &mut v6_shell)?;
     } else {
         std::thread::scope(|scope| {
-            let v6 = scope.spawn(|| family(ruleset, Family::V6, header, rules_v6, saved_v6, &mut v6_shell));
-            let v4 = family(ruleset, Family::V4, header, rules_v4, saved_v4, rules_sh);
+            let v6 = scope.spawn(|| family(ruleset, rules, Family::V6, header, rules_v6, saved_v6, &mut v6_shell));
+            let v4 = family(ruleset, rules, Family::V4, header, rules_v4, saved_v4, rules_sh);
             let v6 = v6.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             v4.and(v6)
         })?;
@@ -93,7 +104,7 @@ pub fn write_all(ruleset: &Ruleset, header: &str, out: Writers) -> io::Result<()
     rules_sh.write_all(&v6_shell)
 }
 
-fn shell_prelude(header: &str, out: &mut dyn Write) -> io::Result<()> {
+fn shell_prelude(header: &str, sets: &[consolidate::AddressSet], out: &mut dyn Write) -> io::Result<()> {
     let mut text = String::from("#!/bin/sh\n");
     for line in header.lines() {
         text.push_str("# ");
@@ -101,7 +112,42 @@ fn shell_prelude(header: &str, out: &mut dyn Write) -> io::Result<()> {
         text.push('\n');
     }
     text.push_str("set -eu\n");
+    if !sets.is_empty() {
+        // The address sets the rules match against, before the rules.
+        text.push_str("ipset restore <<'FWC_IPSETS'\n");
+        ipsets(sets, "", &mut text);
+        text.push_str("FWC_IPSETS\n");
+    }
     out.write_all(text.as_bytes())
+}
+
+/// `ipsets.restore`: `ipset restore` input creating or replacing every set
+/// the rules use. Each set is filled under a temporary name and swapped in,
+/// so rules already using it never see it half full.
+pub fn ipsets(sets: &[consolidate::AddressSet], header: &str, out: &mut String) {
+    for line in header.lines() {
+        out.push_str("# ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    let mut value = String::new();
+    for set in sets {
+        let family = if set.family == Family::V4 { "inet" } else { "inet6" };
+        let size = if set.members.len() > 65536 { format!(" maxelem {}", set.members.len()) } else { String::new() };
+        let temporary = format!("{}-new", set.name);
+        out.push_str(&format!("create {} hash:net family {family}{size} -exist\n", set.name));
+        out.push_str(&format!("create {temporary} hash:net family {family}{size} -exist\n"));
+        out.push_str(&format!("flush {temporary}\n"));
+        for member in &set.members {
+            out.push_str("add ");
+            out.push_str(&temporary);
+            out.push(' ');
+            out.push_str(net_text(member, &mut value));
+            out.push('\n');
+        }
+        out.push_str(&format!("swap {temporary} {}\n", set.name));
+        out.push_str(&format!("destroy {temporary}\n"));
+    }
 }
 
 /// The tables a family's rules use, in `iptables-save`'s order: filter
@@ -150,7 +196,7 @@ struct Index<'a> {
     /// Slots of the built-in chains, by [`builtin_key`].
     builtin: [Option<usize>; 10],
     user: HashMap<(Table, &'a str), usize>,
-    rules: Vec<Vec<&'a Rule>>,
+    rules: Vec<Vec<&'a IptRule<'a>>>,
     nat: bool,
 }
 
@@ -168,9 +214,10 @@ fn builtin_key(table: Table, chain: &ChainRef) -> Option<usize> {
 }
 
 impl<'a> Index<'a> {
-    fn new(ruleset: &'a Ruleset, family: Family) -> Index<'a> {
+    fn new(rules: &'a [IptRule<'a>], family: Family) -> Index<'a> {
         let mut index = Index { builtin: [None; 10], user: HashMap::new(), rules: Vec::new(), nat: false };
-        for rule in ruleset.rules.iter().filter(|rule| rule.family == family) {
+        for emitted in rules.iter().filter(|emitted| emitted.rule.family == family) {
+            let rule: &'a Rule = &emitted.rule;
             let next = index.rules.len();
             let slot = match (builtin_key(rule.table, &rule.chain), &rule.chain) {
                 (Some(key), _) => *index.builtin[key].get_or_insert(next),
@@ -179,7 +226,7 @@ impl<'a> Index<'a> {
             if slot == next {
                 index.rules.push(Vec::new());
             }
-            index.rules[slot].push(rule);
+            index.rules[slot].push(emitted);
             index.nat |= rule.table == Table::Nat;
         }
         index
@@ -193,7 +240,7 @@ impl<'a> Index<'a> {
         }
     }
 
-    fn rules(&self, table: Table, chain: &ChainRef) -> &[&'a Rule] {
+    fn rules(&self, table: Table, chain: &ChainRef) -> &[&'a IptRule<'a>] {
         let slot = match builtin_key(table, chain) {
             Some(key) => self.builtin[key],
             None => self.user.get(&(table, chain.name())).copied(),
@@ -247,13 +294,14 @@ impl FamilyOut<'_> {
 /// the shell script.
 fn family(
     ruleset: &Ruleset,
+    consolidated: &consolidate::Iptables,
     family: Family,
     header: &str,
     restore: &mut dyn Write,
     saved: &mut dyn Write,
     shell: &mut dyn Write,
 ) -> io::Result<()> {
-    let index = Index::new(ruleset, family);
+    let index = Index::new(&consolidated.rules, family);
     let mut out = FamilyOut {
         restore: String::with_capacity(PIECE + 4096),
         saved: String::with_capacity(PIECE + 4096),
@@ -267,6 +315,14 @@ fn family(
         out.restore.push_str(line);
         out.restore.push('\n');
     }
+    let user = user_chains(ruleset, family);
+    // What fwc keeps of the live rules, for `fwc apply` and `fwc diff`
+    // reading these files later (iptables-restore skips comments).
+    let keep = crate::host::ruleset::Keep {
+        chains: user.iter().filter(|name| ruleset.chains.iter().any(|chain| &chain.name == *name && chain.keep)).cloned().collect(),
+        patterns: ruleset.keep_patterns.clone(),
+    };
+    out.restore.push_str(&keep.header_lines());
     let command = match family {
         Family::V4 => "iptables",
         Family::V6 => "ip6tables",
@@ -274,7 +330,6 @@ fn family(
     out.shell.push_str("\n# ");
     out.shell.push_str(family.name());
     out.shell.push('\n');
-    let user = user_chains(ruleset, family);
     let mut value = String::new();
     for table in index.tables() {
         let chains: &[String] = if table == Table::Filter { &user } else { &[] };
@@ -314,7 +369,7 @@ fn family(
             for rule in index.rules(table, &chain) {
                 out.shell.push_str("    ");
                 out.shell.push_str(&prefix);
-                write_args(rule, &mut Shell(&mut out.shell), &mut value);
+                write_args(&rule.rule, rule.set.as_ref(), &mut Shell(&mut out.shell), &mut value);
                 out.shell.push('\n');
                 out.flush_if_full()?;
             }
@@ -331,10 +386,11 @@ fn family(
                 out.restore.push_str(chain.name());
                 if in_shell {
                     out.shell.push_str(&prefix);
-                    write_args(rule, &mut SavedAndShell { saved: &mut out.restore, shell: &mut out.shell }, &mut value);
+                    let both = &mut SavedAndShell { saved: &mut out.restore, shell: &mut out.shell };
+                    write_args(&rule.rule, rule.set.as_ref(), both, &mut value);
                     out.shell.push('\n');
                 } else {
-                    write_args(rule, &mut Saved(&mut out.restore), &mut value);
+                    write_args(&rule.rule, rule.set.as_ref(), &mut Saved(&mut out.restore), &mut value);
                 }
                 out.restore.push('\n');
                 let (restore, saved) = (&out.restore, &mut out.saved);
@@ -487,15 +543,24 @@ fn save_string(text: &str, out: &mut String) {
     out.push('"');
 }
 
+/// One rule as `iptables-save` prints it: `-A CHAIN` and its arguments
+/// (the line `saved.vN` has for it, without the table).
+pub fn rule_line(rule: &Rule) -> String {
+    let mut line = format!("-A {}", rule.chain.name());
+    write_args(rule, None, &mut Saved(&mut line), &mut String::new());
+    line
+}
+
 /// The arguments after `-A CHAIN`, in `iptables-save`'s order.
 pub fn rule_args(rule: &Rule) -> Vec<Arg> {
     let mut args = Collect(Vec::new());
-    write_args(rule, &mut args, &mut String::new());
+    write_args(rule, None, &mut args, &mut String::new());
     args.0
 }
 
 /// `value` holds the text of one argument at a time while it is formatted.
-fn write_args(rule: &Rule, args: &mut impl ArgSink, value: &mut String) {
+/// `set` replaces the rule's source or destination (which is then `None`).
+fn write_args(rule: &Rule, set: Option<&SetMatch>, args: &mut impl ArgSink, value: &mut String) {
     let matches = &rule.matches;
     if let Some(source) = &matches.source {
         negatable(args, source.negated, "-s", net_text(&source.value, value));
@@ -536,6 +601,13 @@ fn write_args(rule: &Rule, args: &mut impl ArgSink, value: &mut String) {
             args.word(module);
             negatable(args, icmp_type.negated, flag, value);
         }
+    }
+    if let Some(set) = set {
+        args.word("-m");
+        args.word("set");
+        args.word("--match-set");
+        args.word(&set.name);
+        args.word(if set.field == Field::Source { "src" } else { "dst" });
     }
     if let Some(mac) = &matches.mac_source {
         args.word("-m");

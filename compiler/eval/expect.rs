@@ -45,20 +45,11 @@ pub fn run_tests(ruleset: &Ruleset, tests: &[(ast::TestBlock, Context)], variabl
 }
 
 /// What a packet description (an `expect` or a query) says, as a constraint.
-pub struct PacketDescription<'a> {
-    pub direction: Direction,
-    pub on: Option<&'a ast::OnClause>,
-    pub protocol: Option<&'a ast::ProtocolClause>,
-    pub from: Option<&'a ast::Addresses>,
-    pub to: Option<&'a ast::Addresses>,
-    pub state: Option<ConnectionState>,
-}
-
 /// Turns a description into a constraint; `Err` carries the diagnostics.
-pub fn constraint_of(description: &PacketDescription, variables: &mut Variables) -> Result<Constraint, Vec<Diagnostic>> {
+pub fn constraint_of(packet: &ast::Packet, variables: &mut Variables) -> Result<Constraint, Vec<Diagnostic>> {
     let mut diagnostics = Vec::new();
-    let mut constraint = Constraint { state: description.state, ..Constraint::default() };
-    if let Some(clause) = description.protocol {
+    let mut constraint = Constraint { state: packet.state.as_ref().map(|state| state.value), ..Constraint::default() };
+    if let Some(clause) = &packet.protocol {
         let name = &clause.protocol.value;
         let number = tables::PROTOCOL_KEYWORDS
             .iter()
@@ -123,7 +114,7 @@ pub fn constraint_of(description: &PacketDescription, variables: &mut Variables)
         }
     }
     for (addresses, slot) in
-        [(description.from, &mut constraint.sources), (description.to, &mut constraint.destinations)]
+        [(packet.from.as_ref(), &mut constraint.sources), (packet.to.as_ref(), &mut constraint.destinations)]
     {
         let Some(addresses) = addresses else { continue };
         if addresses.negated {
@@ -149,7 +140,7 @@ pub fn constraint_of(description: &PacketDescription, variables: &mut Variables)
         let current = constraint.families.take().unwrap_or_else(|| Family::BOTH.to_vec());
         constraint.families = Some(current.into_iter().filter(|family| families.contains(family)).collect());
     }
-    if let Some(on) = description.on {
+    if let Some(on) = &packet.on {
         let mut name = |interface: &ast::Interface, diagnostics: &mut Vec<Diagnostic>| match &interface.value {
             ast::InterfaceValue::Name(name) if !interface.negated => Some(name.clone()),
             ast::InterfaceValue::Variable(variable) => {
@@ -163,7 +154,7 @@ pub fn constraint_of(description: &PacketDescription, variables: &mut Variables)
         };
         let first = name(&on.first, &mut diagnostics);
         let second = on.second.as_ref().and_then(|second| name(second, &mut diagnostics));
-        match description.direction {
+        match packet.direction.value {
             Direction::In => constraint.in_interface = first,
             Direction::Out => constraint.out_interface = first,
             Direction::Forward => {
@@ -180,15 +171,7 @@ pub fn constraint_of(description: &PacketDescription, variables: &mut Variables)
 }
 
 fn check_expect(program: &Program, expect: &ast::Expect, variables: &mut Variables) -> Option<Diagnostic> {
-    let description = PacketDescription {
-        direction: expect.direction.value,
-        on: expect.on.as_ref(),
-        protocol: expect.protocol.as_ref(),
-        from: expect.from.as_ref(),
-        to: expect.to.as_ref(),
-        state: expect.state.as_ref().map(|state| state.value),
-    };
-    let constraint = match constraint_of(&description, variables) {
+    let constraint = match constraint_of(&expect.packet, variables) {
         Ok(constraint) => constraint,
         Err(mut diagnostics) => return diagnostics.drain(..).next(),
     };
@@ -205,7 +188,7 @@ fn check_expect(program: &Program, expect: &ast::Expect, variables: &mut Variabl
     };
     let mut counterexample: Option<(Packet, Evaluation)> = None;
     let mut checked = 0usize;
-    let result = space::for_each_packet(program.ruleset, expect.direction.value, &constraint, |packet| {
+    let result = space::for_each_packet(program.ruleset, expect.packet.direction.value, &constraint, |packet| {
         checked += 1;
         let evaluation = program.evaluate(packet);
         if evaluation.decision == wanted {

@@ -1,7 +1,7 @@
 //! `fwc query`: the verdict for a packet, per family, with the rule that
 //! decided it and the chains it went through.
 
-use super::expect::{constraint_of, describe_packet, PacketDescription};
+use super::expect::{constraint_of, describe_packet};
 use super::space::{self, Constraint};
 use super::{Decision, Evaluation, Packet, Program};
 use crate::diagnostics::{Code, Diagnostic};
@@ -29,16 +29,8 @@ impl QueryResult {
     }
 }
 
-pub fn run(ruleset: &Ruleset, query: &ast::PacketQuery, variables: &mut Variables) -> Result<QueryResult, Vec<Diagnostic>> {
-    let description = PacketDescription {
-        direction: query.direction.value,
-        on: query.on.as_ref(),
-        protocol: query.protocol.as_ref(),
-        from: query.from.as_ref(),
-        to: query.to.as_ref(),
-        state: query.state.as_ref().map(|state| state.value),
-    };
-    let constraint = constraint_of(&description, variables)?;
+pub fn run(ruleset: &Ruleset, query: &ast::Packet, variables: &mut Variables) -> Result<QueryResult, Vec<Diagnostic>> {
+    let constraint = constraint_of(query, variables)?;
     let families = constraint.families.clone().unwrap_or_else(|| Family::BOTH.to_vec());
     if families.is_empty() {
         return Err(vec![Diagnostic::new(Code::BadPacket, "no packet has these addresses")

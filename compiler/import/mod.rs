@@ -111,7 +111,7 @@ impl Imported {
             self.unsupported.len()
         );
         out.push_str(&format!(
-            "fwc import: `fwc build` writes {} of the {} back unchanged, the others in its own spelling with the same meaning",
+            "fwc import: `fwc build --no-consolidate` writes {} of the {} back unchanged, the others in its own spelling with the same meaning",
             self.identical, self.translated
         ));
         if self.answers > 0 {
@@ -791,7 +791,8 @@ impl<'a> Importer<'a> {
             let mut identical = 0;
             let mut answers = 0;
             for (family, dump) in self.dumps {
-                let saved = crate::emit::iptables::saved(ruleset, *family);
+                // Rule for rule: what build writes without consolidation.
+                let saved = crate::emit::iptables::saved_with(ruleset, *family, false);
                 let back = parse::parse_dump(&saved).expect("fwc writes iptables-save text");
                 identical += common_rules(dump, &back);
                 answers += ruleset

@@ -16,7 +16,7 @@ use crate::diagnostics::{Code, Diagnostic};
 use crate::ir::*;
 use crate::syntax::ast::{Action, Direction};
 use crate::tables;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// The kernel's limit on chain names, in bytes.
 const CHAIN_NAME_MAX: usize = 28;
@@ -28,7 +28,7 @@ const RESERVED: &[&str] = &[
 
 pub fn place(resolved: &Resolved, diagnostics: &mut Vec<Diagnostic>) -> Ruleset {
     let chains = ChainTable::new(&resolved.chains, &resolved.top, diagnostics);
-    let mut placer = Placer { chains: &chains, rules: Vec::new(), diagnostics };
+    let mut placer = Placer { chains: &chains, rules: Vec::new(), diagnostics, answers: HashSet::new() };
 
     for rule in &resolved.top {
         let Some(direction) = rule.direction.as_ref().map(|direction| direction.value) else {
@@ -114,14 +114,14 @@ pub fn place(resolved: &Resolved, diagnostics: &mut Vec<Diagnostic>) -> Ruleset 
             name: chain.name.value.clone(),
             keep: chain.keep,
             span: chain.span,
-            families: Family::BOTH.to_vec(),
+            families: chain.families.clone(),
         });
         if chains.has_replies(&chain.name.value) {
             ir_chains.push(Chain {
                 name: reply_name(&chain.name.value),
                 keep: false,
                 span: chain.span,
-                families: Family::BOTH.to_vec(),
+                families: chain.families.clone(),
             });
         }
     }
@@ -371,6 +371,8 @@ struct Placer<'a> {
     chains: &'a ChainTable,
     rules: Vec<Rule>,
     diagnostics: &'a mut Vec<Diagnostic>,
+    /// The reject answer rules written so far, to write each once.
+    answers: HashSet<(Family, Matches)>,
 }
 
 impl Placer<'_> {
@@ -407,6 +409,12 @@ impl Placer<'_> {
                         }
                     },
                 };
+                // Only `return` and NAT rules get here with a negated list
+                // (`negation.rs` gives the others a helper chain).
+                if protocol.is_some_and(|protocol| protocol.icmp_negated && protocol.icmp_types.len() > 1) {
+                    self.unsupported_negation(rule, "several ICMP types");
+                    return;
+                }
                 let icmp_types: Vec<Option<Match<IcmpType>>> = match protocol {
                     Some(protocol) if !protocol.icmp_types.is_empty() => protocol
                         .icmp_types
@@ -522,7 +530,10 @@ impl Placer<'_> {
         self.diagnostics.push(
             Diagnostic::new(Code::MisplacedClause, format!("`not` before {what} cannot be one kernel rule"))
                 .primary(rule.span, "negates a list")
-                .note("negate one address or block, or up to 15 ports; or deny the list first and allow the rest after"),
+                .note(format!(
+                    "`not` before a list works in allow, deny, reject, jump and log rules (through a helper chain), but a `{}` rule can negate only one value",
+                    rule.action.keyword()
+                )),
         );
     }
 
@@ -530,7 +541,7 @@ impl Placer<'_> {
         RuleOrigin {
             span: rule.span,
             via: rule.context.via.clone(),
-            derived,
+            derived: derived.or(rule.negation.then_some(Derivation::Negation)),
             ignored: rule.ignored.clone(),
             narrowed: rule.narrowed,
         }
@@ -616,7 +627,11 @@ impl Placer<'_> {
                     self.push(rule, family, chain, matches, Target::Reject(with), derived);
                 }
                 for answer in answers {
-                    self.push(rule, family, &ChainRef::Output, answer, Target::Accept, Some(Derivation::RejectAnswer));
+                    // Rejects on the same ports share their answer rule: a
+                    // second copy could never match.
+                    if self.answers.insert((family, answer.clone())) {
+                        self.push(rule, family, &ChainRef::Output, answer, Target::Accept, Some(Derivation::RejectAnswer));
+                    }
                 }
             }
             Action::Return => self.push(rule, family, chain, matches, Target::Return, None),
@@ -689,7 +704,7 @@ impl Placer<'_> {
             return;
         }
         let start = self.rules.len();
-        let mut scratch = Placer { chains: self.chains, rules: Vec::new(), diagnostics: &mut Vec::new() };
+        let mut scratch = Placer { chains: self.chains, rules: Vec::new(), diagnostics: &mut Vec::new(), answers: HashSet::new() };
         scratch.expand(rule, &Placement { chain: placement.chain.clone(), directions: placement.directions.clone(), reply_chain: None });
         for returned in scratch.rules {
             if let Some(reply) = mirror(&returned.matches) {

@@ -5,12 +5,14 @@
 //!    modules where they stand, remembering how each statement got there;
 //! 2. `resolve`: walk the statements in order, define variables, resolve
 //!    every name in every rule (`resolve.rs`);
-//! 3. `place`: give chain rules their direction from the jumps into the
+//! 3. `negation`: turn each `not` before a list into a helper chain;
+//! 4. `place`: give chain rules their direction from the jumps into the
 //!    chain, then expand each rule into IR rules, one family each
 //!    (`expand.rs`).
 
 mod expand;
 mod load;
+mod negation;
 mod resolve;
 pub mod values;
 
@@ -67,7 +69,8 @@ pub fn lower(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> std::io::Result<Lowered> {
     let items = load::load(sources, fs, root, diagnostics)?;
-    let resolved = resolve::resolve(sources, &items, params, diagnostics);
+    let mut resolved = resolve::resolve(sources, &items, params, diagnostics);
+    negation::split_negated_lists(&mut resolved);
     // The syntax trees are done with: free them before the rules are built.
     drop(items);
     let ruleset = expand::place(&resolved, diagnostics);

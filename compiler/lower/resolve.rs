@@ -45,6 +45,9 @@ pub struct ResolvedRule {
     /// The families the rule applies to (never empty).
     pub families: Vec<Family>,
     pub ignored: Vec<String>,
+    /// Made by fwc for `not` before a list: the jump into the helper chain
+    /// or one of its returns (`negation.rs`).
+    pub negation: bool,
 }
 
 /// The translation a NAT rule asks for.
@@ -93,6 +96,9 @@ pub struct ResolvedChain {
     pub keep: bool,
     pub span: Span,
     pub rules: Vec<ResolvedRule>,
+    /// The families the chain is declared in: both for the user's chains,
+    /// the rule's own for a helper chain.
+    pub families: Vec<Family>,
 }
 
 #[derive(Default)]
@@ -205,6 +211,7 @@ pub fn resolve(
                     keep: chain.keep,
                     span: chain.span,
                     rules,
+                    families: Family::BOTH.to_vec(),
                 });
             }
         }
@@ -472,6 +479,7 @@ impl Resolver<'_> {
             comment: options.comment.as_ref().map(|comment| comment.value.clone()),
             families: families?,
             ignored: options.ignore.iter().map(|code| code.value.clone()).collect(),
+            negation: false,
         })
     }
 
@@ -897,10 +905,6 @@ impl Resolver<'_> {
         if protocol == Protocol::ICMP || protocol == Protocol::ICMPV6 {
             result.icmp_types = self.icmp_types(protocol, list);
             result.icmp_negated = list.negated;
-            if list.negated && result.icmp_types.len() > 1 {
-                self.misplaced(list.span, "`not` before several ICMP types cannot be one kernel rule", "negates a list", "negate one type, or allow the types you want and deny the rest after");
-                return None;
-            }
             return Some(result);
         }
         if !protocol.has_ports() {

@@ -355,17 +355,13 @@ pub enum ConnectionState {
 pub struct Expect {
     pub span: Span,
     pub verdict: Spanned<ExpectVerdict>,
-    pub direction: Spanned<Direction>,
-    pub on: Option<OnClause>,
-    pub protocol: Option<ProtocolClause>,
-    pub from: Option<Addresses>,
-    pub to: Option<Addresses>,
-    pub state: Option<Spanned<ConnectionState>>,
+    pub packet: Packet,
 }
 
-/// A packet as `fwc query` takes it: an `expect` line without the verdict.
+/// The packets an `expect` line is about, or a `fwc query`: an omitted
+/// field means every value.
 #[derive(Clone, Debug)]
-pub struct PacketQuery {
+pub struct Packet {
     pub direction: Spanned<Direction>,
     pub on: Option<OnClause>,
     pub protocol: Option<ProtocolClause>,

@@ -1,6 +1,7 @@
 //! Text to syntax tree. The only file that sees pest's types.
 
 use super::ast::*;
+use super::tree;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::source::{FileId, Span};
 use pest::error::{ErrorVariant, InputLocation};
@@ -191,7 +192,7 @@ pub fn parse_value(file: FileId, text: &str) -> Result<Value, Diagnostic> {
 }
 
 /// Parses the packet of `fwc query`.
-pub fn parse_packet(file: FileId, text: &str) -> Result<PacketQuery, Diagnostic> {
+pub fn parse_packet(file: FileId, text: &str) -> Result<Packet, Diagnostic> {
     let mut pairs = Grammar::parse(G::packet_input, text).map_err(|error| syntax_error(file, text, error))?;
     let input = pairs.next().expect("packet_input");
     let mut builder = Builder { file, base: 0, diagnostics: Vec::new() };
@@ -669,21 +670,12 @@ impl Builder {
         };
         let direction = self.direction(parts.next().expect("direction"));
         let packet = self.packet(direction, parts);
-        Expect {
-            span,
-            verdict,
-            direction: packet.direction,
-            on: packet.on,
-            protocol: packet.protocol,
-            from: packet.from,
-            to: packet.to,
-            state: packet.state,
-        }
+        Expect { span, verdict, packet }
     }
 
     /// The parts of a packet, as `expect` lines and queries write them.
-    fn packet<'a>(&mut self, direction: Spanned<Direction>, parts: impl Iterator<Item = Node<'a>>) -> PacketQuery {
-        let mut packet = PacketQuery { direction, on: None, protocol: None, from: None, to: None, state: None };
+    fn packet<'a>(&mut self, direction: Spanned<Direction>, parts: impl Iterator<Item = Node<'a>>) -> Packet {
+        let mut packet = Packet { direction, on: None, protocol: None, from: None, to: None, state: None };
         for part in parts {
             let part_span = self.span(&part);
             match part.as_rule() {
@@ -792,6 +784,12 @@ fn syntax_error(file: FileId, text: &str, error: pest::error::Error<G>) -> Diagn
     let word_end = text[start..]
         .find(|c: char| c.is_whitespace() || c == ',' || c == '}' || c == '{')
         .map_or(text.len(), |offset| start + offset);
+    // Stopped at punctuation (`{`, `,`, `}`): that character is the word.
+    let word_end = if word_end == start {
+        text[start..].chars().next().filter(|c| !c.is_whitespace()).map_or(start, |c| start + c.len_utf8())
+    } else {
+        word_end
+    };
     let end = end.max(word_end);
     let span = Span::new(file, start, end);
     let found = if start >= text.len() {
@@ -1044,4 +1042,59 @@ mod tests {
             visit(rule, &rules, &mut Vec::new(), &mut done);
         }
     }
+}
+
+/// The parse of a whole file as a [`tree::Node`] of kind `File`, or `None`
+/// when it does not parse ([`parse_file`] says why).
+pub fn syntax_tree(text: &str) -> Option<tree::Node> {
+    let file = Grammar::parse(G::policy_file, text).ok()?.next()?;
+    tree_node(file)
+}
+
+/// `None` for the nodes that hold no text of their own: a line's end, EOI.
+fn tree_node(node: Node) -> Option<tree::Node> {
+    use tree::{Clause as C, Kind, StatementKind as S};
+    let kind = match node.as_rule() {
+        G::end_of_line | G::EOI => return None,
+        G::policy_file => Kind::File,
+        G::rule | G::return_rule => Kind::Statement(S::Rule),
+        G::let_decl => Kind::Statement(S::Let),
+        G::param_decl => Kind::Statement(S::Param),
+        G::service_decl => Kind::Statement(S::Service),
+        G::policy_decl => Kind::Statement(S::Policy),
+        G::chain_decl => Kind::Statement(S::Chain),
+        G::keep_chains => Kind::Statement(S::KeepChains),
+        G::include => Kind::Statement(S::Include),
+        G::use_module => Kind::Statement(S::Use),
+        G::ignore_decl => Kind::Statement(S::Ignore),
+        G::test_block => Kind::Statement(S::Test),
+        G::expect_line => Kind::Statement(S::Expect),
+        G::action => Kind::Clause(C::Action),
+        G::direction => Kind::Clause(C::Direction),
+        G::on_clause => Kind::Clause(C::Interface),
+        G::protocol_clause | G::service_clause | G::service_entry => Kind::Clause(C::Match),
+        G::from_clause | G::to_clause | G::jump_target => Kind::Clause(C::Address),
+        G::sport_clause => Kind::Clause(C::SourcePorts),
+        G::flags_clause => Kind::Clause(C::Flags),
+        G::state_clause | G::conn_state => Kind::Clause(C::State),
+        G::mac_clause => Kind::Clause(C::Mac),
+        G::reject_with => Kind::Clause(C::RejectWith),
+        G::nat_target => Kind::Clause(C::NatTarget),
+        G::port_clause => Kind::Clause(C::Port),
+        G::log_prefix => Kind::Clause(C::LogPrefix),
+        G::opt_stateful | G::opt_log | G::opt_limit | G::opt_rate | G::opt_comment | G::opt_ipv4 | G::opt_ipv6
+        | G::opt_ignore => Kind::Clause(C::Option),
+        G::verdict | G::expect_verdict => Kind::Clause(C::Verdict),
+        G::value => Kind::Clause(C::Value),
+        G::address_set => Kind::AddressSet,
+        _ => Kind::Other,
+    };
+    let span = node.as_span();
+    let range = span.start()..span.end();
+    // A rate (`10/minute`) is one atom: no space may go inside it.
+    let children = match node.as_rule() {
+        G::rate => Vec::new(),
+        _ => node.into_inner().filter_map(tree_node).collect(),
+    };
+    Some(tree::Node { kind, range, children })
 }

@@ -703,7 +703,8 @@ fn round_trip(name: &str, v4: Option<&str>, v6: Option<&str>, back: &dyn Fn(&Pat
 /// fwc's saved text of a policy, as if loaded and dumped.
 fn saved_by_fwc(path: &Path) -> (Option<String>, Option<String>) {
     let ruleset = compile_policy(&read(path));
-    (Some(fwc::emit::iptables::saved(&ruleset, Family::V4)), Some(fwc::emit::iptables::saved(&ruleset, Family::V6)))
+    let saved = |family| Some(fwc::emit::iptables::saved_with(&ruleset, family, false));
+    (saved(Family::V4), saved(Family::V6))
 }
 
 /// Whether two rule sets decide every packet alike, where they differ
@@ -989,7 +990,9 @@ fn through_kernel(v4: Option<&str>, v6: Option<&str>) -> (Option<String>, Option
 /// `fwc build` of a policy, loaded into a fresh namespace and dumped.
 fn built_and_loaded(path: &Path) -> (Option<String>, Option<String>) {
     let out = TempDir::new("build");
-    must(Command::new(env!("CARGO_BIN_EXE_fwc")).arg("build").arg("--no-test").arg(path).arg("-o").arg(out.path()), None);
+    let mut build = Command::new(env!("CARGO_BIN_EXE_fwc"));
+    build.args(["build", "--no-test", "--no-consolidate"]).arg(path).arg("-o").arg(out.path());
+    must(&mut build, None);
     let rules4 = read(&out.path().join("rules.v4"));
     let rules6 = read(&out.path().join("rules.v6"));
     through_kernel(Some(&rules4), Some(&rules6))

@@ -7,6 +7,9 @@
 mod analysis;
 mod cases;
 mod cli;
+mod fmt;
 mod import;
 mod kernel;
+mod lsp;
 mod robustness;
+mod sarif;

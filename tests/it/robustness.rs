@@ -7,8 +7,9 @@
 //!   unbalanced braces, deep nesting inserted); each mutant is compiled,
 //!   emitted, tested and queried, which must not panic and must finish in
 //!   well under a second; a mutant without errors must then load with
-//!   iptables-restore and ip6tables-restore into a network namespace of its
-//!   own, without an error or a warning (needs root, like the kernel tests).
+//!   ipset restore, iptables-restore, ip6tables-restore and `nft -f` into a
+//!   network namespace of its own, without an error or a warning (needs
+//!   root, like the kernel tests).
 //! - `fuzz_corpus_replays_*`: the fuzzers' minimised corpora (fuzz/corpus)
 //!   run again, without a panic or a hang.
 //! - regression tests: one per bug the fuzzer or the proptest found. They
@@ -457,12 +458,24 @@ fn text_append(tokens: &mut Vec<String>, text: &str) {
 /// one policy after another.
 fn kernel_refusals(namespace: &Netns, outputs: &[(&'static str, String)]) -> Vec<String> {
     let mut problems = Vec::new();
-    for (program, output) in [("iptables-restore", "rules.v4"), ("ip6tables-restore", "rules.v6")] {
+    let loads = [
+        ("ipset", "ipsets.restore"),
+        ("iptables-restore", "rules.v4"),
+        ("ip6tables-restore", "rules.v6"),
+        ("nft", "rules.nft"),
+    ];
+    for (program, output) in loads {
         let Some((_, rules)) = outputs.iter().find(|(name, _)| *name == output) else {
             problems.push(format!("no {output} among the outputs"));
             continue;
         };
-        match run(&mut namespace.command(program), Some(rules.as_bytes()), COMMAND_LIMIT) {
+        let mut command = namespace.command(program);
+        match program {
+            "ipset" => command.args(["restore", "-exist"]),
+            "nft" => command.args(["-f", "-"]),
+            _ => &mut command,
+        };
+        match run(&mut command, Some(rules.as_bytes()), COMMAND_LIMIT) {
             Err(error) => problems.push(error),
             Ok(ran) if !ran.status.success() => {
                 problems.push(format!("`{program} < {output}` failed ({}):\n{}{}", ran.status, ran.stderr, ran.stdout))
@@ -825,4 +838,38 @@ fn thread_cpu_time_counts_work_not_sleep() {
             x = std::hint::black_box(x.wrapping_add(1));
         }
     }
+}
+
+/// `fwc fmt` on mutants: whatever parses formats idempotently, and the
+/// formatted mutant compiles to what the mutant compiled to (the checks
+/// of tests/it/fmt.rs). `FWC_ROBUSTNESS_CASES` mutants, as above.
+#[test]
+fn mutated_policies_format_idempotently_and_compile_alike() {
+    let seeds = seeds();
+    let config = Config { cases: cases(), failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, rng());
+    let strategy = (0..seeds.len(), prop::collection::vec(mutation(), 1..5));
+    let formatted = std::cell::Cell::new(0usize);
+    let result = runner.run(&strategy, |(seed, mutations)| {
+        let seed = &seeds[seed];
+        let mut text = seed.text.clone();
+        for mutation in &mutations {
+            text = mutate(&text, mutation);
+        }
+        if fwc::fmt::format(&text).is_err() {
+            return Ok(());
+        }
+        formatted.set(formatted.get() + 1);
+        let mut files = super::fmt::Files::default();
+        files.0.insert(PathBuf::from(POLICY), text.clone());
+        files.0.extend(seed.others.iter().cloned());
+        files.0.entry(PathBuf::from("inc.fw")).or_insert_with(|| "include \"inc.fw\"\nallow in tcp 7\n".to_string());
+        super::fmt::check_formatting(&files, Path::new(POLICY), &[])
+            .map_err(|error| TestCaseError::fail(format!("{error}\nmutant of {} ({mutations:?}):\n{text}", seed.name)))
+    });
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+    eprintln!("robustness: {} mutants, {} of them parsed and were formatted", cases(), formatted.get());
+    assert!(formatted.get() > 0, "no mutant parsed");
 }

@@ -1,6 +1,9 @@
 //! Every policy loads into the kernel — with iptables-restore and
-//! ip6tables-restore, and again with rules.sh — without an error or a
-//! warning, and the live tables then print exactly as saved.v4 / saved.v6.
+//! ip6tables-restore (after `ipset restore < ipsets.restore`), and again
+//! with rules.sh — without an error or a warning, and the live tables then
+//! print exactly as saved.v4 / saved.v6. Its rules.nft loads with `nft -f`
+//! next to a table of another program, twice: the second load replaces
+//! the first, and the other table is left as it was.
 
 use super::policies;
 use super::support::{
@@ -74,10 +77,14 @@ fn load_as_saved(path: &Path, args: &[String]) -> Result<(), String> {
 
     let restored = Netns::new("restore");
     let mut loaded = true;
+    let sets = built.read("ipsets.restore")?;
+    if sets.lines().any(|line| !line.starts_with('#')) {
+        loaded &= load(restored.command("ipset"), Some(&["restore"]), Some(sets.as_bytes()), "ipset restore < ipsets.restore", &mut problems)?;
+    }
     for (program, output) in [("iptables-restore", "rules.v4"), ("ip6tables-restore", "rules.v6")] {
         let rules = built.read(output)?;
         let command = restored.command(program);
-        loaded &= load(command, Some(rules.as_bytes()), &format!("{program} < {output}"), &mut problems)?;
+        loaded &= load(command, None, Some(rules.as_bytes()), &format!("{program} < {output}"), &mut problems)?;
     }
     if loaded {
         compare(&restored, &built, "iptables-restore < rules.v4 and ip6tables-restore < rules.v6", &mut problems)?;
@@ -87,9 +94,12 @@ fn load_as_saved(path: &Path, args: &[String]) -> Result<(), String> {
     let scripted = Netns::new("script");
     let mut command = scripted.command("sh");
     command.arg(built.path("rules.sh"));
-    if load(command, None, "sh rules.sh", &mut problems)? {
+    if load(command, None, None, "sh rules.sh", &mut problems)? {
         compare(&scripted, &built, "sh rules.sh", &mut problems)?;
     }
+    drop(scripted);
+
+    nft_problems(&built, &mut problems)?;
 
     if problems.is_empty() {
         Ok(())
@@ -103,10 +113,12 @@ fn load_as_saved(path: &Path, args: &[String]) -> Result<(), String> {
 /// that load but cannot work, such as "never matched protocol".
 fn load(
     mut command: std::process::Command,
+    args: Option<&[&str]>,
     input: Option<&[u8]>,
     shown: &str,
     problems: &mut Vec<String>,
 ) -> Result<bool, String> {
+    command.args(args.unwrap_or_default());
     let ran = run(&mut command, input, COMMAND_LIMIT)?;
     if !ran.status.success() {
         problems.push(format!("`{shown}` failed ({}):\n{}{}", ran.status, ran.stderr, ran.stdout));
@@ -135,6 +147,56 @@ fn compare(
                 diff(output, &expected, &format!("{program} (without # lines and counters)"), &live)
             ));
         }
+    }
+    Ok(())
+}
+
+/// A table of another program, there before fwc's rules are loaded.
+const FOREIGN: &str = "table ip other {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t\ttcp dport 9 drop\n\t}\n}\n";
+
+/// Loads rules.nft twice into a namespace that has another program's table:
+/// no error or warning, one `inet fwc` table holding every rule of the
+/// file, the same after the second load, and the other table untouched.
+fn nft_problems(built: &super::support::Built, problems: &mut Vec<String>) -> Result<(), String> {
+    let namespace = Netns::new("nft");
+    namespace.exec(&["nft", "-f", "-"], Some(FOREIGN.as_bytes()))?;
+    let other_before = namespace.exec(&["nft", "list", "table", "ip", "other"], None)?;
+    let path = built.path("rules.nft");
+    let path = path.to_string_lossy();
+    let mut listings = Vec::new();
+    for attempt in ["first", "second"] {
+        let mut command = namespace.command("nft");
+        command.args(["-f", &path]);
+        if !load(command, None, None, &format!("nft -f rules.nft ({attempt} time)"), problems)? {
+            return Ok(());
+        }
+        listings.push(namespace.exec(&["nft", "list", "table", "inet", "fwc"], None)?);
+    }
+    if listings[0] != listings[1] {
+        problems.push(format!(
+            "loading rules.nft again changes table inet fwc:\n{}",
+            diff("after the first load", &listings[0], "after the second", &listings[1])
+        ));
+    }
+    let tables = namespace.exec(&["nft", "list", "tables"], None)?;
+    if tables != "table ip other\ntable inet fwc\n" {
+        problems.push(format!("after loading rules.nft twice, `nft list tables` prints:\n{tables}"));
+    }
+    let other_after = namespace.exec(&["nft", "list", "table", "ip", "other"], None)?;
+    if other_after != other_before {
+        problems.push(format!(
+            "loading rules.nft changed another program's table:\n{}",
+            diff("before", &other_before, "after", &other_after)
+        ));
+    }
+    // Every rule of the file is in the kernel: count them in the JSON dump.
+    let json = namespace.exec(&["nft", "-j", "list", "table", "inet", "fwc"], None)?;
+    let dump: serde_json::Value = serde_json::from_str(&json).map_err(|error| format!("nft -j: {error}"))?;
+    let live = dump["nftables"].as_array().map_or(0, |items| items.iter().filter(|item| item.get("rule").is_some()).count());
+    let text = built.read("rules.nft")?;
+    let written = text.lines().filter(|line| line.starts_with("\t\t") && !line.starts_with("\t\t\t") && !line.starts_with("\t\ttype ") && !line.starts_with("\t\tflags ") && !line.starts_with("\t\telements") && *line != "\t\t}").count();
+    if live != written {
+        problems.push(format!("rules.nft has {written} rules, the kernel holds {live}"));
     }
     Ok(())
 }

@@ -24,6 +24,10 @@
 //! of a reject in OUTPUT when the answer is an ICMP error (its source
 //! address is the kernel's choice), which counts as blocked either way.
 //!
+//! Every policy runs through both backends at once, over the same flows:
+//! iptables (rules.v4 / rules.v6) in one host/peer pair and nft (rules.nft)
+//! in another. Both are compared with the evaluator.
+//!
 //! The run's size and seed come from the environment: FWC_DIFF_POLICIES
 //! (default 200), FWC_DIFF_PROBES (flows per policy, default 28),
 //! FWC_DIFF_SEED (default fixed; `random` for a new one), FWC_DIFF_LANES
@@ -840,9 +844,30 @@ const OPEN: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT
 -A INPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED -j ACCEPT\n\
 -A OUTPUT -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED -j ACCEPT\nCOMMIT\n";
 
+/// Which rules a lane loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// ipsets.restore, then rules.v4 and rules.v6 with iptables-restore.
+    Iptables,
+    /// rules.nft with `nft -f`.
+    Nft,
+}
+
+impl Backend {
+    pub const BOTH: [Backend; 2] = [Backend::Iptables, Backend::Nft];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Iptables => "iptables",
+            Backend::Nft => "nft",
+        }
+    }
+}
+
 /// A host and a peer namespace joined by a veth pair, with an agent in
 /// each. Reused for many policies.
 pub struct Lane {
+    pub backend: Backend,
     // Agents first: they are killed before their namespaces are deleted.
     host_agent: Agent,
     peer_agent: Agent,
@@ -860,7 +885,7 @@ pub struct Outcome {
 }
 
 impl Lane {
-    pub fn new() -> Lane {
+    pub fn with_backend(backend: Backend) -> Lane {
         let conntrack = require("conntrack", "conntrack");
         let nft = require("nft", "nftables");
         let host = Netns::new("diff-host");
@@ -899,7 +924,7 @@ impl Lane {
         );
         let host_agent = Agent::spawn(&host);
         let peer_agent = Agent::spawn(&peer);
-        Lane { host_agent, peer_agent, host, peer, conntrack, nft }
+        Lane { backend, host_agent, peer_agent, host, peer, conntrack, nft }
     }
 
     fn namespace(&self, side: Side) -> &Netns {
@@ -965,6 +990,41 @@ impl Lane {
                     panic!("conntrack -F -f {family} in {} failed: {}{}", self.host.name(), ran.stderr, ran.stdout)
                 }
                 Err(error) => panic!("{error}"),
+            }
+        }
+    }
+
+    /// Loads the policy's rules the lane's way; problems as text.
+    fn load(&self, compiled: &Compiled) -> Vec<String> {
+        match self.backend {
+            Backend::Iptables => {
+                let mut problems = Vec::new();
+                let sets = &compiled.outputs["ipsets.restore"];
+                if sets.lines().any(|line| !line.starts_with('#')) {
+                    let mut command = self.host.command("ipset");
+                    command.arg("restore");
+                    match run(&mut command, Some(sets.as_bytes()), COMMAND_LIMIT) {
+                        Ok(ran) if !ran.status.success() || !ran.stderr.trim().is_empty() => problems
+                            .push(format!("`ipset restore` failed or warned ({}):\n{}{}", ran.status, ran.stderr, ran.stdout)),
+                        Ok(_) => {}
+                        Err(error) => problems.push(error),
+                    }
+                }
+                problems.extend(self.restore(&compiled.outputs["rules.v4"], &compiled.outputs["rules.v6"]));
+                problems
+            }
+            Backend::Nft => {
+                // The open rules of pre-opened flows go first.
+                self.flush_tables();
+                let mut command = self.host.command(&self.nft);
+                command.args(["-f", "-"]);
+                match run(&mut command, Some(compiled.outputs["rules.nft"].as_bytes()), COMMAND_LIMIT) {
+                    Ok(ran) if !ran.status.success() || !ran.stderr.trim().is_empty() => {
+                        vec![format!("`nft -f rules.nft` failed or warned ({}):\n{}{}", ran.status, ran.stderr, ran.stdout)]
+                    }
+                    Ok(_) => Vec::new(),
+                    Err(error) => vec![error],
+                }
             }
         }
     }
@@ -1038,8 +1098,8 @@ impl Lane {
                 }
             }
         }
-        load_problems.extend(self.restore(&compiled.outputs["rules.v4"], &compiled.outputs["rules.v6"]));
-        if load_problems.is_empty() {
+        load_problems.extend(self.load(compiled));
+        if load_problems.is_empty() && self.backend == Backend::Iptables {
             for (program, output) in [("iptables-save", "saved.v4"), ("ip6tables-save", "saved.v6")] {
                 match self.host.save(program) {
                     Ok(dump) => {
@@ -1312,7 +1372,7 @@ enum Finding {
     /// A stateful rule's flow falls to a default policy (see `stateful_gap`).
     Stateful { index: u64, report: String },
     /// The kernel and the evaluator disagree (a report per flow).
-    Mismatch { index: u64, policy: GenPolicy, probes: Vec<Probe>, reports: Vec<String> },
+    Mismatch { index: u64, backend: Backend, policy: GenPolicy, probes: Vec<Probe>, reports: Vec<String> },
 }
 
 /// What the flows of a run were, for the summary line: counts by name.
@@ -1330,8 +1390,37 @@ fn count(probes: &[Probe], seen: &[Seen]) {
     }
 }
 
+/// One lane per backend, working on the same policy and flows at once.
+pub struct Lanes {
+    pub iptables: Lane,
+    pub nft: Lane,
+}
+
+impl Lanes {
+    pub fn new() -> Lanes {
+        Lanes { iptables: Lane::with_backend(Backend::Iptables), nft: Lane::with_backend(Backend::Nft) }
+    }
+
+    pub fn get(&mut self, backend: Backend) -> &mut Lane {
+        match backend {
+            Backend::Iptables => &mut self.iptables,
+            Backend::Nft => &mut self.nft,
+        }
+    }
+
+    /// Runs the probes through both backends at the same time.
+    pub fn run(&mut self, compiled: &Compiled, probes: &[Probe], deadline: Duration) -> [Outcome; 2] {
+        let Lanes { iptables, nft } = self;
+        std::thread::scope(|scope| {
+            let nft = scope.spawn(|| nft.run(compiled, probes, deadline));
+            let iptables = iptables.run(compiled, probes, deadline);
+            [iptables, nft.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))]
+        })
+    }
+}
+
 /// Tries policy `index`: compiles, loads, probes; the findings.
-fn check_policy(lane: &mut Lane, settings: &Settings, index: u64) -> (Vec<Finding>, usize) {
+fn check_policy(lanes: &mut Lanes, settings: &Settings, index: u64) -> (Vec<Finding>, usize) {
     let policy = generate::policy(settings.seed, index);
     let text = policy.text();
     let compiled = match compile_guarded(&text) {
@@ -1341,9 +1430,9 @@ fn check_policy(lane: &mut Lane, settings: &Settings, index: u64) -> (Vec<Findin
     let mut rng = Rng::new(settings.seed ^ index.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x5EED);
     let probes = plan(compiled.ruleset(), &mut rng, settings.probes);
     let mut findings = Vec::new();
-    let outcome = lane.run(&compiled, &probes, BATCH_DEADLINE);
-    count(&probes, &outcome.seen);
-    let mut problems = outcome.load_problems;
+    let outcomes = lanes.run(&compiled, &probes, BATCH_DEADLINE);
+    count(&probes, &outcomes[0].seen);
+    let mut problems: Vec<String> = outcomes.iter().flat_map(|outcome| outcome.load_problems.clone()).collect();
     problems.extend(script_problems(&compiled));
     if !problems.is_empty() {
         findings.push(Finding::Load { index, text: text.clone(), problems });
@@ -1355,16 +1444,19 @@ fn check_policy(lane: &mut Lane, settings: &Settings, index: u64) -> (Vec<Findin
         let report = stateful_gap(&compiled, probe).expect("held while shrinking");
         findings.push(Finding::Stateful { index, report });
     }
-    let found = mismatches(&compiled, &probes, &outcome.seen);
-    if !found.is_empty() {
+    for (backend, outcome) in Backend::BOTH.into_iter().zip(&outcomes) {
+        let found = mismatches(&compiled, &probes, &outcome.seen);
+        if found.is_empty() {
+            continue;
+        }
         // Confirm with time to spare: only what still disagrees counts.
         let again: Vec<Probe> = found.into_iter().map(|mismatch| mismatch.probe).collect();
-        let outcome = lane.run(&compiled, &again, CONFIRM_DEADLINE);
+        let outcome = lanes.get(backend).run(&compiled, &again, CONFIRM_DEADLINE);
         let confirmed = mismatches(&compiled, &again, &outcome.seen);
         if !confirmed.is_empty() {
             let reports = confirmed.iter().map(|mismatch| report(&compiled, mismatch)).collect();
             let probes = confirmed.into_iter().map(|mismatch| mismatch.probe).collect();
-            findings.push(Finding::Mismatch { index, policy, probes, reports });
+            findings.push(Finding::Mismatch { index, backend, policy: policy.clone(), probes, reports });
         }
     }
     (findings, probes.len())
@@ -1415,26 +1507,27 @@ pub fn run_differential(settings: &Settings) {
     std::thread::scope(|scope| {
         for _ in 0..settings.lanes {
             scope.spawn(|| {
-                let mut lane = Lane::new();
+                let mut lanes = Lanes::new();
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     if index >= settings.policies {
                         break;
                     }
-                    let (found, count) = check_policy(&mut lane, settings, index as u64);
+                    let (found, count) = check_policy(&mut lanes, settings, index as u64);
                     flows.fetch_add(count, Ordering::Relaxed);
                     for finding in found {
-                        if let Finding::Mismatch { index, policy, probes, .. } = &finding {
+                        if let Finding::Mismatch { index, backend, policy, probes, .. } = &finding {
                             let already = shrunk.lock().unwrap_or_else(|p| p.into_inner()).len();
                             if already < 4 {
-                                let (small, report) = shrink(&mut lane, policy, &probes[0], Duration::from_secs(120));
+                                let lane = lanes.get(*backend);
+                                let (small, report) = shrink(lane, policy, &probes[0], Duration::from_secs(120));
                                 let text = report.unwrap_or_else(|| {
                                     format!("(did not reproduce while shrinking)\npolicy:\n{}", small.text())
                                 });
                                 shrunk
                                     .lock()
                                     .unwrap_or_else(|p| p.into_inner())
-                                    .push(format!("policy #{index}, shrunk:\n{text}"));
+                                    .push(format!("policy #{index} ({}), shrunk:\n{text}", backend.name()));
                             }
                         }
                         findings.lock().unwrap_or_else(|p| p.into_inner()).push(finding);
@@ -1488,11 +1581,12 @@ pub fn run_differential(settings: &Settings) {
                     report_text.push_str(&format!("=== policy #{index}, shrunk: {report}\n"));
                 }
             }
-            Finding::Mismatch { index, probes, reports, .. } => {
+            Finding::Mismatch { index, backend, probes, reports, .. } => {
                 counts[2] += 1;
                 if counts[2] <= 6 {
                     report_text.push_str(&format!(
-                        "=== policy #{index}: the kernel and the evaluator disagree on {} flows; the first:\n{}",
+                        "=== policy #{index}: the kernel ({}) and the evaluator disagree on {} flows; the first:\n{}",
+                        backend.name(),
                         probes.len(),
                         reports[0]
                     ));
@@ -1528,13 +1622,16 @@ pub fn check_case(policy: &str, probes: &[&str]) {
     for probe in &probes {
         assert!(batch.add(probe.clone()), "the case's flows conflict with each other: {probe}");
     }
-    let mut lane = Lane::new();
-    let outcome = lane.run(&compiled, &batch.probes, CONFIRM_DEADLINE);
-    assert!(outcome.load_problems.is_empty(), "the case does not load:\n{}", outcome.load_problems.join("\n"));
-    let found = mismatches(&compiled, &batch.probes, &outcome.seen);
-    if !found.is_empty() {
-        let reports: Vec<String> = found.iter().map(|mismatch| report(&compiled, mismatch)).collect();
-        panic!("the kernel and the evaluator disagree:\n{}", reports.join("\n"));
+    let mut lanes = Lanes::new();
+    let outcomes = lanes.run(&compiled, &batch.probes, CONFIRM_DEADLINE);
+    for (backend, outcome) in Backend::BOTH.into_iter().zip(outcomes) {
+        let name = backend.name();
+        assert!(outcome.load_problems.is_empty(), "the case does not load ({name}):\n{}", outcome.load_problems.join("\n"));
+        let found = mismatches(&compiled, &batch.probes, &outcome.seen);
+        if !found.is_empty() {
+            let reports: Vec<String> = found.iter().map(|mismatch| report(&compiled, mismatch)).collect();
+            panic!("the kernel ({name}) and the evaluator disagree:\n{}", reports.join("\n"));
+        }
     }
 }
 
@@ -1545,19 +1642,19 @@ pub fn check_answered(policy: &str, probes: &[&str]) {
     let compiled = compile_guarded(policy)
         .unwrap_or_else(|diagnostics| panic!("the case does not compile:\n{diagnostics}\n{policy}"));
     let probes: Vec<Probe> = probes.iter().map(|text| Probe::parse(text)).collect();
-    let mut lane = Lane::new();
-    let outcome = lane.run(&compiled, &probes, CONFIRM_DEADLINE);
-    assert!(outcome.load_problems.is_empty(), "the case does not load:\n{}", outcome.load_problems.join("\n"));
-    let failures: Vec<String> = probes
-        .iter()
-        .zip(&outcome.seen)
-        .filter(|(_, seen)| !matches!(seen, Seen::Answered(_)))
-        .map(|(probe, seen)| {
-            let expect = predict(&Program::new(compiled.ruleset()), probe).expect;
-            let mismatch = Mismatch { probe: probe.clone(), seen: seen.clone(), expect };
-            format!("this flow should be answered:\n{}", report(&compiled, &mismatch))
-        })
-        .collect();
+    let outcomes = Lanes::new().run(&compiled, &probes, CONFIRM_DEADLINE);
+    let mut failures = Vec::new();
+    for (backend, outcome) in Backend::BOTH.into_iter().zip(&outcomes) {
+        let name = backend.name();
+        assert!(outcome.load_problems.is_empty(), "the case does not load ({name}):\n{}", outcome.load_problems.join("\n"));
+        failures.extend(probes.iter().zip(&outcome.seen).filter(|(_, seen)| !matches!(seen, Seen::Answered(_))).map(
+            |(probe, seen)| {
+                let expect = predict(&Program::new(compiled.ruleset()), probe).expect;
+                let mismatch = Mismatch { probe: probe.clone(), seen: seen.clone(), expect };
+                format!("this flow should be answered ({name}):\n{}", report(&compiled, &mismatch))
+            },
+        ));
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

@@ -320,6 +320,9 @@ struct Gen {
     address_lets: Vec<(String, Side, Fams)>,
     port_lets: Vec<String>,
     log_count: usize,
+    /// Whether `not` may stand before a list: not on a `return`, which
+    /// cannot use a helper chain.
+    negated_lists: bool,
 }
 
 /// Generates policy number `index` of the run with this seed.
@@ -334,6 +337,7 @@ pub fn policy(seed: u64, index: u64) -> GenPolicy {
         address_lets: Vec::new(),
         port_lets: Vec::new(),
         log_count: 0,
+        negated_lists: true,
     };
     generator.policy()
 }
@@ -591,12 +595,22 @@ impl Gen {
             return format!("${}", self.rng.pick(&lets));
         }
         match fams {
-            Fams::V4 | Fams::V6 => match self.rng.weighted(&[50, if negatable { 20 } else { 0 }, 30]) {
+            Fams::V4 | Fams::V6 => match self.rng.weighted(&[
+                45,
+                if negatable { 15 } else { 0 },
+                30,
+                if negatable && self.negated_lists { 10 } else { 0 },
+            ]) {
                 0 => self.address(side, fams == Fams::V6),
                 1 => format!("not {}", self.address(side, fams == Fams::V6)),
-                _ => format!("{{ {} }}", self.address_members(side, fams, 1, 3).join(", ")),
+                2 => format!("{{ {} }}", self.address_members(side, fams, 1, 3).join(", ")),
+                // A negated list: a helper chain in the kernel.
+                _ => format!("not {{ {} }}", self.address_members(side, fams, 2, 4).join(", ")),
             },
-            Fams::Both => format!("{{ {} }}", self.address_members(side, fams, 2, 4).join(", ")),
+            Fams::Both => {
+                let negated = if negatable && self.negated_lists && self.rng.chance(15) { "not " } else { "" };
+                format!("{negated}{{ {} }}", self.address_members(side, fams, 2, 4).join(", "))
+            }
         }
     }
 
@@ -629,12 +643,16 @@ impl Gen {
     }
 
     fn port_list(&mut self) -> String {
-        let mut items = self.port_items(1, 3);
+        // Now and then more than one multiport match holds, so that a
+        // negated list needs a helper chain.
+        let mut items = if self.rng.chance(5) { self.port_items(14, 18) } else { self.port_items(1, 3) };
         if !self.port_lets.is_empty() && self.rng.chance(15) {
             let name = self.rng.pick(&self.port_lets.clone()).clone();
             items.push(format!("${name}"));
         }
-        let negated = self.rng.chance(20) && !items.iter().any(|item| item.starts_with('$'));
+        let negated = self.rng.chance(20)
+            && !items.iter().any(|item| item.starts_with('$'))
+            && (self.negated_lists || items.len() <= 7);
         format!("{}{}", if negated { "not " } else { "" }, items.join(", "))
     }
 
@@ -704,6 +722,7 @@ impl Gen {
             5 => ("log", false, false, false, true, false),
             _ => ("return", false, false, false, false, true),
         };
+        self.negated_lists = !is_return;
         let mut reject_kind: Option<&str> = None;
         let mut v4_only = false;
         // Protocol: tcp, udp, icmp, icmpv6, none, other, service.
@@ -764,7 +783,9 @@ impl Gen {
                         "not echo-request",
                         "destination-unreachable",
                         "0, 8",
+                        "not echo-request, 13",
                     ]);
+                    let types = if types.contains(',') && types.starts_with("not") && !self.negated_lists { "echo-request" } else { types };
                     query_types_only = matches!(types, "echo-request" | "8" | "echo-request, 13");
                     parts.push(format!("icmp {types}"));
                 } else {
@@ -780,7 +801,9 @@ impl Gen {
                         "not echo-request",
                         "packet-too-big, 1",
                         "128, 129",
+                        "not 128, 129",
                     ]);
+                    let types = if types.contains(',') && types.starts_with("not") && !self.negated_lists { "echo-request" } else { types };
                     query_types_only = matches!(types, "echo-request" | "128");
                     parts.push(format!("icmpv6 {types}"));
                 } else {

@@ -16,7 +16,7 @@
 //! The reject tests use the differential test's host and peer namespaces.
 
 use super::agent::{Agent, Mode, Proto, Request, Seen};
-use super::differential::{compile, predict, sysctl, Compiled, Expect, Lane, Probe};
+use super::differential::{compile, predict, sysctl, Backend, Compiled, Expect, Lanes, Probe};
 use super::support::{run, Netns, COMMAND_LIMIT};
 use fwc::eval::Program;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,7 +40,7 @@ fn ip(namespace: &Netns, words: &str) {
 }
 
 impl Router {
-    fn start(compiled: &Compiled) -> Router {
+    fn start(compiled: &Compiled, backend: Backend) -> Router {
         let lan = Netns::new("nat-lan");
         let router = Netns::new("nat-router");
         let wan = Netns::new("nat-wan");
@@ -65,8 +65,15 @@ impl Router {
         ip(&lan, "route add default via 198.18.1.1 dev eth0");
         ip(&lan, "route add default via fd00:1::1 dev eth0");
         sysctl(&router, &[("net/ipv4/ip_forward", "1", false), ("net/ipv6/conf/all/forwarding", "1", false)]);
-        for (program, output) in [("iptables-restore", "rules.v4"), ("ip6tables-restore", "rules.v6")] {
+        let loads: &[(&str, &str)] = match backend {
+            Backend::Iptables => &[("iptables-restore", "rules.v4"), ("ip6tables-restore", "rules.v6")],
+            Backend::Nft => &[("nft", "rules.nft")],
+        };
+        for (program, output) in loads {
             let mut command = router.command(program);
+            if backend == Backend::Nft {
+                command.args(["-f", "-"]);
+            }
             match run(&mut command, Some(compiled.outputs[output].as_bytes()), COMMAND_LIMIT) {
                 Ok(ran) if ran.status.success() && ran.stderr.trim().is_empty() => {}
                 Ok(ran) => panic!(
@@ -83,10 +90,12 @@ impl Router {
 
     /// The router's live NAT and filter rules with counters, for messages.
     fn live_rules(&self) -> String {
-        ["iptables-save", "ip6tables-save"]
+        let mut text: String = ["iptables-save", "ip6tables-save"]
             .iter()
             .map(|program| self.router.exec(&[program, "-c"], None).unwrap_or_else(|error| error))
-            .collect()
+            .collect();
+        text.push_str(&self.router.exec(&["nft", "list", "ruleset"], None).unwrap_or_else(|error| error));
+        text
     }
 }
 
@@ -195,7 +204,8 @@ forward-port in on wan0 tcp 8443 to fd00:1::2 port 443
 #[test]
 fn masquerade_lets_lan_hosts_reach_the_wan_as_the_router() {
     let compiled = compile(ROUTER_POLICY).unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
-    let mut router = Router::start(&compiled);
+    for backend in Backend::BOTH {
+    let mut router = Router::start(&compiled, backend);
     use Proto::{Tcp, Udp};
     expect(
         &mut router,
@@ -210,12 +220,14 @@ fn masquerade_lets_lan_hosts_reach_the_wan_as_the_router() {
         ],
         &[(false, Tcp, 80), (false, Tcp, 81), (false, Udp, 53), (false, Udp, 54)],
     );
+    }
 }
 
 #[test]
 fn a_port_forward_reaches_the_lan_server_from_the_wan() {
     let compiled = compile(ROUTER_POLICY).unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
-    let mut router = Router::start(&compiled);
+    for backend in Backend::BOTH {
+    let mut router = Router::start(&compiled, backend);
     use Proto::Tcp;
     // The LAN server listens on 443 (and 8444, to show it is not reached
     // there); the router listens on nothing, so an answer on 8443 can only
@@ -231,6 +243,7 @@ fn a_port_forward_reaches_the_lan_server_from_the_wan() {
         ],
         &[(true, Tcp, 443), (true, Tcp, 8444)],
     );
+    }
 }
 
 // ---------------------------------------------------------------- reject
@@ -250,12 +263,13 @@ reject in tcp 116 with admin-prohibited
 fn expect_outcomes(policy: &str, wanted: &[(&str, &str)]) {
     let compiled = compile(policy).unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
     let probes: Vec<Probe> = wanted.iter().map(|(probe, _)| Probe::parse(probe)).collect();
-    let mut lane = Lane::new();
-    let outcome = lane.run(&compiled, &probes, DEADLINE);
-    assert!(outcome.load_problems.is_empty(), "{}", outcome.load_problems.join("\n"));
+    let outcomes = Lanes::new().run(&compiled, &probes, DEADLINE);
     let program = Program::new(&compiled.compilation.lowered.ruleset);
     let mut failures = Vec::new();
+    for (backend, outcome) in Backend::BOTH.into_iter().zip(&outcomes) {
+    assert!(outcome.load_problems.is_empty(), "{}", outcome.load_problems.join("\n"));
     for ((probe, (_, word)), seen) in probes.iter().zip(wanted).zip(&outcome.seen) {
+        let probe = format!("{probe} ({})", backend.name());
         let got = match seen {
             Seen::Answered(_) => "answered".to_string(),
             Seen::Refused(how) => how.clone(),
@@ -264,7 +278,7 @@ fn expect_outcomes(policy: &str, wanted: &[(&str, &str)]) {
         if got != *word {
             failures.push(format!("{probe}: wanted `{word}`, the client saw `{got}`"));
         }
-        let expect = predict(&program, probe).expect;
+        let expect = predict(&program, &Probe::parse(&probe[..probe.rfind(" (").unwrap_or(probe.len())])).expect;
         let agrees = matches!(
             (expect, seen),
             (Expect::Answered, Seen::Answered(_))
@@ -274,6 +288,7 @@ fn expect_outcomes(policy: &str, wanted: &[(&str, &str)]) {
         if !agrees {
             failures.push(format!("{probe}: the evaluator predicts {expect:?}, the client saw `{got}`"));
         }
+    }
     }
     assert!(failures.is_empty(), "{}\npolicy:\n{policy}", failures.join("\n"));
 }

@@ -18,7 +18,7 @@ pub const PREFIX: &str = "fwct-";
 pub const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 
 /// The programs the kernel tests run, and the Debian package of each.
-const TOOLS: [(&str, &str); 9] = [
+const TOOLS: [(&str, &str); 11] = [
     ("ip", "iproute2"),
     ("iptables", "iptables"),
     ("ip6tables", "iptables"),
@@ -26,6 +26,8 @@ const TOOLS: [(&str, &str); 9] = [
     ("ip6tables-restore", "iptables"),
     ("iptables-save", "iptables"),
     ("ip6tables-save", "iptables"),
+    ("nft", "nftables"),
+    ("ipset", "ipset"),
     ("sh", "dash"),
     ("python3", "python3"),
 ];
@@ -294,8 +296,8 @@ impl Drop for TempDir {
     }
 }
 
-/// The five files `fwc build` writes.
-pub const OUTPUTS: [&str; 5] = ["rules.v4", "rules.v6", "rules.sh", "saved.v4", "saved.v6"];
+/// The files `fwc build` writes.
+pub const OUTPUTS: [&str; 7] = ["rules.v4", "rules.v6", "rules.sh", "saved.v4", "saved.v6", "rules.nft", "ipsets.restore"];
 
 /// The outputs of one `fwc build`, in a directory of their own.
 pub struct Built {

@@ -1,0 +1,368 @@
+//! `fwc apply`: compile (or take a build), check, back up, load both
+//! families as one change, and arm the rollback until `fwc confirm`.
+
+use super::backend::Backend;
+use super::exit;
+use super::plan::{load, plan, FamilyPlan, Loaded};
+use super::rollback;
+use super::state::State;
+use super::HostArgs;
+use fwc::host::lockout::{self, Session};
+use fwc::ir::Family;
+use fwc::{Compilation, FileSystem, OsFileSystem};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct ApplyArgs {
+    /// A policy (.fw), or a directory `fwc build` wrote (rules.v4, rules.v6)
+    #[arg(required_unless_present = "boot")]
+    pub target: Option<PathBuf>,
+    /// Set a `param`: --set NAME=VALUE (repeatable)
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Print what would change, as a diff per chain, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply even when the policy would cut an SSH session in progress
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds until the previous rules come back unless `fwc confirm`
+    /// runs; 0 makes the new rules permanent at once
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub confirm: u64,
+    /// Load the last confirmed build (at boot); fall back to the previous
+    /// one, then to an emergency ruleset that keeps SSH reachable
+    #[arg(long, conflicts_with_all = ["target", "dry_run", "force"])]
+    pub boot: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// What apply loads: both restore texts, and the compiled policy when there
+/// is one (for the lockout check and its diagnostics).
+pub struct Build {
+    pub name: String,
+    pub v4: String,
+    pub v6: String,
+    pub compilation: Option<Compilation>,
+}
+
+pub fn run(args: &ApplyArgs) -> u8 {
+    let state = match State::open(&args.host.state_dir) {
+        Ok(state) => state,
+        Err(error) => return fail(exit::USAGE, &error),
+    };
+    if args.boot {
+        return super::rollback::boot(&state, &args.host);
+    }
+    let target = args.target.as_ref().expect("clap requires a target without --boot");
+    let build = match read_build(target, &args.params) {
+        Ok(build) => build,
+        Err(code) => return code,
+    };
+    let _lock = match state.lock(Duration::from_secs(args.host.wait.into())) {
+        Ok(lock) => lock,
+        Err(error) => return fail(exit::REFUSED, &error),
+    };
+    let backend = args.host.backend;
+    let plans = match plan(backend, [&build.v4, &build.v6], "policy") {
+        Ok(plans) => plans,
+        Err(error) => return fail(exit::USAGE, &error),
+    };
+    report_kept(&plans);
+    if plans.iter().all(|plan| plan.diffs.is_empty()) {
+        println!("no change: the live rules already are {}'s", build.name);
+        return exit::NO_CHANGE;
+    }
+    if args.dry_run {
+        for plan in &plans {
+            for chain in &plan.diffs {
+                print!("{}", chain.text);
+            }
+        }
+        if let Some(message) = lockout_check(&build) {
+            eprint!("{message}");
+            eprintln!("warning: `fwc apply` would refuse these rules without --force");
+        }
+        return exit::APPLIED;
+    }
+    if !args.force {
+        if let Some(message) = lockout_check(&build) {
+            eprint!("{message}");
+            eprintln!("error: refused: the policy would cut an SSH session (--force applies it anyway; with --confirm the rules come back unless confirmed)");
+            return exit::REFUSED;
+        }
+    }
+    for plan in &plans {
+        if let Err(error) = backend.preflight(plan.family, &backend.render(&plan.target, &[]), args.host.wait) {
+            return fail(exit::REFUSED, &format!("refused: the {} rules do not load: {error}", plan.family.name()));
+        }
+    }
+    // Back up the rules as they are. While an earlier apply waits for
+    // confirmation, its backup (the confirmed state) stays the one to go
+    // back to.
+    let waiting = state.pending().is_some();
+    if !waiting {
+        for plan in &plans {
+            let suffix = family_suffix(plan.family);
+            let backup = backend.render(&plan.live, &[]);
+            if let Err(error) = state
+                .write(&format!("backup.{suffix}"), &backup)
+                .and_then(|()| state.write(&format!("rollback.{suffix}"), &plan.rollback_text(backend)))
+            {
+                return fail(exit::USAGE, &error);
+            }
+        }
+    } else {
+        // The tables this apply creates must be reset by the rollback too.
+        for plan in &plans {
+            let suffix = family_suffix(plan.family);
+            let name = format!("rollback.{suffix}");
+            let Some(text) = state.read(&name) else { continue };
+            let (Ok(old), Ok(dump)) = (backend.normalise(&text), fwc::import::parse::parse_dump(&text)) else {
+                continue;
+            };
+            let mut extra: Vec<String> = dump.tables.into_iter().map(|table| table.name).collect();
+            extra.extend(plan.target.tables.keys().cloned());
+            if let Err(error) = state.write(&name, &backend.render(&old, &extra)) {
+                return fail(exit::USAGE, &error);
+            }
+        }
+    }
+    let pending = if args.confirm > 0 {
+        match rollback::arm(&state, &args.host, args.confirm) {
+            Ok(pending) => Some(pending),
+            Err(error) => return fail(exit::REFUSED, &format!("refused: cannot arm the rollback: {error}")),
+        }
+    } else {
+        None
+    };
+    match load(backend, &plans, args.host.wait, &state) {
+        Loaded::Done => {}
+        Loaded::RolledBack(error) => {
+            if !waiting {
+                state.remove("pending");
+            }
+            eprintln!("error: {error}");
+            eprintln!("the previous rules are back, both families (checked)");
+            return exit::ROLLED_BACK;
+        }
+        Loaded::RollbackFailed(error) => {
+            eprintln!("error: {error}");
+            eprintln!("error: THE RULES ARE IN AN UNKNOWN STATE; the backups are {}/backup.v4 and backup.v6", state.dir.display());
+            return exit::ROLLBACK_FAILED;
+        }
+    }
+    verify(backend, &plans);
+    if let Err(error) = state.write_build("applied", &build.v4, &build.v6) {
+        eprintln!("warning: {error}");
+    }
+    let changed: usize = plans.iter().map(|plan| plan.diffs.len()).sum();
+    println!("applied {}: {changed} chain(s) changed", build.name);
+    match pending {
+        Some(pending) => {
+            println!(
+                "run `fwc confirm` within {} s (from a new SSH connection, to prove it works), or the previous rules come back",
+                pending.deadline.saturating_sub(super::state::now()).div_ceil(1000)
+            );
+        }
+        None => {
+            state.remove("pending");
+            if let Err(error) = state.confirm_applied() {
+                eprintln!("warning: {error}");
+            }
+            println!("confirmed: boot loads these rules");
+        }
+    }
+    exit::APPLIED
+}
+
+pub fn family_suffix(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "v4",
+        Family::V6 => "v6",
+    }
+}
+
+fn fail(code: u8, message: &str) -> u8 {
+    eprintln!("error: {message}");
+    code
+}
+
+/// Says what of the live rules stays as it is.
+pub fn report_kept(plans: &[FamilyPlan]) {
+    for plan in plans {
+        let family = plan.family.name();
+        for (table, chain) in &plan.kept.contents {
+            eprintln!("note: {family} {table}/{chain}: live contents kept (`keep`)");
+        }
+        for (table, chain) in &plan.kept.foreign {
+            eprintln!("note: {family} {table}/{chain}: another program's chain, kept (`keep chain`)");
+        }
+        for (table, chain) in &plan.kept.jumps {
+            eprintln!("note: {family} {table}/{chain}: a jump into another program's chain, kept first in the chain");
+        }
+    }
+}
+
+/// The live rules after a load should be the target exactly.
+fn verify(backend: Backend, plans: &[FamilyPlan]) {
+    for plan in plans {
+        let owned: Vec<String> = plan.target.tables.keys().cloned().collect();
+        match backend.live(plan.family) {
+            Ok(live) if live.only_tables(&owned) == plan.target => {}
+            Ok(live) => {
+                let diffs = fwc::host::diff::diff(&live.only_tables(&owned), &plan.target, "live", "loaded");
+                eprintln!("warning: the live {} rules print differently from what was loaded:", plan.family.name());
+                for chain in diffs {
+                    eprint!("{}", chain.text);
+                }
+            }
+            Err(error) => eprintln!("warning: {error}"),
+        }
+    }
+}
+
+/// Reads a build directory, or compiles a policy (diagnostics on stderr,
+/// test blocks run). `Err` is the exit code.
+pub fn read_build(target: &Path, params: &[(String, String)]) -> Result<Build, u8> {
+    let name = target.display().to_string();
+    if target.is_dir() {
+        let read = |file: &str| {
+            let path = target.join(file);
+            std::fs::read_to_string(&path).map_err(|error| {
+                eprintln!("error: cannot read {}: {error}", path.display());
+                exit::USAGE
+            })
+        };
+        return Ok(Build { name, v4: read("rules.v4")?, v6: read("rules.v6")?, compilation: None });
+    }
+    let compilation = match fwc::compile(&OsFileSystem, target, params) {
+        Ok(compilation) => compilation,
+        Err(error) => {
+            eprintln!("error: cannot read {name}: {error}");
+            return Err(exit::USAGE);
+        }
+    };
+    eprint!("{}", compilation.render_diagnostics());
+    if compilation.has_errors() {
+        return Err(exit::POLICY_ERRORS);
+    }
+    let failures: Vec<_> = compilation.run_tests().into_iter().flat_map(|outcome| outcome.failures).collect();
+    if !failures.is_empty() {
+        eprint!("{}", compilation.render(&failures));
+        eprintln!("error: {} expectation(s) failed; nothing was applied", failures.len());
+        return Err(exit::POLICY_ERRORS);
+    }
+    let outputs = fwc::emit::all(&compilation.lowered.ruleset, &compilation.sources, &name);
+    let text = |wanted: &str| outputs.iter().find(|(file, _)| *file == wanted).map(|(_, text)| text.clone()).expect("an output");
+    Ok(Build { name, v4: text("rules.v4"), v6: text("rules.v6"), compilation: Some(compilation) })
+}
+
+/// The SSH sessions in progress, and the report if the build would cut one.
+fn lockout_check(build: &Build) -> Option<String> {
+    let sessions = ssh_sessions();
+    if sessions.is_empty() {
+        return None;
+    }
+    let imported;
+    let compilation = match &build.compilation {
+        Some(compilation) => compilation,
+        None => match compile_build(build) {
+            Ok(compilation) => {
+                imported = compilation;
+                &imported
+            }
+            Err(error) => {
+                return Some(format!("error: cannot check the build for lockout: {error}\n"));
+            }
+        },
+    };
+    let ruleset = &compilation.lowered.ruleset;
+    let cuts = lockout::check(ruleset, &sessions);
+    if cuts.is_empty() {
+        return None;
+    }
+    let mut message = String::new();
+    for cut in &cuts {
+        message.push_str(&format!(
+            "error: the new rules would cut the SSH session from {}: {} would be {}\n",
+            lockout::describe(&cut.session),
+            cut.what,
+            match cut.evaluation.decision {
+                fwc::eval::Decision::Reject => "rejected",
+                _ => "dropped",
+            }
+        ));
+        let note = fwc::eval::query::explain(ruleset, &cut.packet, &cut.evaluation);
+        message.push_str(&compilation.render(&[note]));
+    }
+    Some(message)
+}
+
+/// A build directory has no policy: its rules, imported back into one
+/// (fwc's own output imports exactly), give the evaluator its IR.
+fn compile_build(build: &Build) -> Result<Compilation, String> {
+    let options = fwc::import::Options { fold_ports: false };
+    let imported = fwc::import::import_with(Some(&build.v4), Some(&build.v6), options).map_err(|error| error.to_string())?;
+    let path = PathBuf::from(format!("{}/rules (imported)", build.name));
+    let compilation = fwc::compile(&OneFile { path: path.clone(), text: imported.policy }, &path, &[])
+        .map_err(|error| error.to_string())?;
+    if compilation.has_errors() {
+        return Err(format!("its rules do not import cleanly:\n{}", compilation.render_diagnostics()));
+    }
+    Ok(compilation)
+}
+
+/// A file system of one file, for compiling an imported policy.
+struct OneFile {
+    path: PathBuf,
+    text: String,
+}
+
+impl FileSystem for OneFile {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        if path == self.path {
+            Ok(self.text.clone())
+        } else {
+            Err(std::io::Error::new(std::io::ErrorKind::NotFound, "an imported policy includes nothing"))
+        }
+    }
+
+    fn glob(&self, _pattern: &str) -> Result<Vec<PathBuf>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// Established connections to sshd's ports (22, the ports sshd listens on,
+/// the server port of `SSH_CONNECTION`), each with the interface its peer
+/// is reached by.
+fn ssh_sessions() -> Vec<Session> {
+    let output = |program: &str, args: &[&str]| -> Option<String> {
+        let output = Command::new(program).args(args).output().ok()?;
+        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let from_env = std::env::var("SSH_CONNECTION").ok().and_then(|value| lockout::session_from_env(&value));
+    let mut ports = vec![22];
+    ports.extend(output("ss", &["-Htlnp"]).map(|text| lockout::sshd_ports(&text)).unwrap_or_default());
+    ports.extend(from_env.iter().map(|session| session.local.port()));
+    let mut sessions = match output("ss", &["-Htn", "state", "established"]) {
+        Some(text) => lockout::sessions_from_ss(&text, &ports),
+        None => {
+            eprintln!("warning: cannot run `ss` (Debian package iproute2): only SSH_CONNECTION is checked for lockout");
+            Vec::new()
+        }
+    };
+    if let Some(session) = from_env {
+        if !sessions.iter().any(|known| known.local == session.local && known.peer == session.peer) {
+            sessions.push(session);
+        }
+    }
+    for session in &mut sessions {
+        let peer = session.peer.ip().to_string();
+        session.interface = output("ip", &["-o", "route", "get", &peer]).and_then(|text| lockout::route_device(&text));
+    }
+    sessions
+}

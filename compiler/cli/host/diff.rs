@@ -1,0 +1,69 @@
+//! `fwc diff`: the live rules against a policy or the last applied build.
+
+use super::apply::read_build;
+use super::exit;
+use super::plan::plan;
+use super::state::State;
+use super::HostArgs;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct DiffArgs {
+    /// A policy (.fw) or a build directory; without one, the last applied build
+    pub target: Option<PathBuf>,
+    /// Set a `param`: --set NAME=VALUE (repeatable)
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = crate::parse_param)]
+    pub params: Vec<(String, String)>,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// Exit 0 in sync, 1 drift, 2 cannot tell.
+pub fn run(args: &DiffArgs) -> u8 {
+    let (name, v4, v6) = match &args.target {
+        Some(target) => match read_build(target, &args.params) {
+            Ok(build) => (build.name, build.v4, build.v6),
+            Err(_) => return 2,
+        },
+        None => {
+            let state = State { dir: args.host.state_dir.clone() };
+            match state.build("applied") {
+                Some((v4, v6)) => ("applied".to_string(), v4, v6),
+                None => {
+                    eprintln!("error: no applied build in {}: name a policy", state.dir.display());
+                    return 2;
+                }
+            }
+        }
+    };
+    let plans = match plan(args.host.backend, [&v4, &v6], &name) {
+        Ok(plans) => plans,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return 2;
+        }
+    };
+    let mut drift = false;
+    for plan in &plans {
+        for chain in &plan.diffs {
+            drift = true;
+            print!("{}", chain.text);
+        }
+        let family = plan.family.name();
+        for chain in &plan.unmanaged.chains {
+            eprintln!("note: {family} {chain}: unmanaged (another program's chain)");
+        }
+        for jump in &plan.unmanaged.jumps {
+            eprintln!("note: {family} {jump}: unmanaged (a jump into another program's chain)");
+        }
+        for table in &plan.unmanaged.tables {
+            eprintln!("note: {family} table {table}: unmanaged (the policy does not use it)");
+        }
+    }
+    if drift {
+        1
+    } else {
+        eprintln!("in sync: the live rules are {name}'s");
+        exit::APPLIED
+    }
+}

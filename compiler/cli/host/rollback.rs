@@ -1,0 +1,198 @@
+//! The rollback that waits for `fwc confirm`, and `fwc apply --boot`.
+//!
+//! `fwc apply --confirm N` starts `fwc rollback-daemon` in a session of its
+//! own (setsid), with SIGHUP ignored and no terminal, before it loads
+//! anything: the SSH connection dropping, the shell hanging up, even
+//! `fwc apply` being killed mid-load cannot stop it. It polls the `pending`
+//! record in the state directory; when the deadline passes with its record
+//! still there, it takes the lock, loads the rollback files of both
+//! families and checks them. `fwc confirm` removes the record (under the
+//! lock), which stops it, and makes the applied build the confirmed one.
+
+use super::backend::Backend;
+use super::exit;
+use super::plan::{load, plan, roll_back, Loaded};
+use super::state::{now, Pending, State};
+use super::HostArgs;
+use fwc::ir::Family;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Writes the pending record and starts the rollback process.
+pub fn arm(state: &State, host: &HostArgs, seconds: u64) -> Result<Pending, String> {
+    let pending = Pending {
+        id: format!("{}-{}", std::process::id(), now()),
+        deadline: now() + seconds * 1000,
+        session: std::env::var("SSH_CONNECTION").unwrap_or_default(),
+    };
+    state.set_pending(&pending)?;
+    let program = std::env::current_exe().map_err(|error| format!("cannot find the fwc binary: {error}"))?;
+    let mut command = Command::new(program);
+    command
+        .arg("rollback-daemon")
+        .arg("--id")
+        .arg(&pending.id)
+        .arg("--state-dir")
+        .arg(&state.dir)
+        .arg("--backend")
+        .arg(host.backend.name())
+        .arg("--wait")
+        .arg(host.wait.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid and signal are async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(|error| {
+        state.remove("pending");
+        format!("cannot start the rollback process: {error}")
+    })?;
+    state.log(&format!("armed: rollback process {} restores the previous rules at {} unless confirmed", child.id(), pending.deadline));
+    Ok(pending)
+}
+
+/// The rollback process: waits for the deadline, then rolls back unless
+/// its record is gone (confirmed, or replaced by a later apply).
+pub fn daemon(host: &HostArgs, id: &str) -> u8 {
+    let Ok(state) = State::open(&host.state_dir) else { return exit::USAGE };
+    let mine = |state: &State| state.pending().filter(|pending| pending.id == id);
+    loop {
+        match mine(&state) {
+            None => return exit::APPLIED,
+            Some(pending) if now() >= pending.deadline => break,
+            Some(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+    // An apply in progress finishes first; its process dying frees the lock.
+    let _lock = match state.lock(Duration::from_secs(600)) {
+        Ok(lock) => lock,
+        Err(error) => {
+            state.log(&format!("ROLLBACK FAILED: {error}"));
+            return exit::ROLLBACK_FAILED;
+        }
+    };
+    if mine(&state).is_none() {
+        return exit::APPLIED;
+    }
+    let mut rollbacks = Vec::new();
+    for family in Family::BOTH {
+        let name = format!("rollback.{}", super::apply::family_suffix(family));
+        match state.read(&name) {
+            Some(text) => rollbacks.push((family, text)),
+            None => {
+                state.log(&format!("ROLLBACK FAILED: {} is missing", state.path(&name).display()));
+                return exit::ROLLBACK_FAILED;
+            }
+        }
+    }
+    match roll_back(host.backend, &rollbacks, host.wait) {
+        Ok(()) => {
+            state.remove("pending");
+            state.log("not confirmed in time: the previous rules are back, both families (checked)");
+            exit::ROLLED_BACK
+        }
+        Err(error) => {
+            state.log(&format!("ROLLBACK FAILED: {error}"));
+            exit::ROLLBACK_FAILED
+        }
+    }
+}
+
+/// `fwc confirm`: keeps the applied rules and makes them the boot rules.
+pub fn confirm(host: &HostArgs) -> u8 {
+    let state = match State::open(&host.state_dir) {
+        Ok(state) => state,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit::USAGE;
+        }
+    };
+    let _lock = match state.lock(Duration::from_secs(host.wait.into())) {
+        Ok(lock) => lock,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit::REFUSED;
+        }
+    };
+    let Some(pending) = state.pending() else {
+        let last = state.read("rollback.log").and_then(|log| log.lines().last().map(str::to_string)).unwrap_or_default();
+        eprintln!("error: no apply is waiting for confirmation (last rollback log line: {last})");
+        return exit::REFUSED;
+    };
+    let session = std::env::var("SSH_CONNECTION").unwrap_or_default();
+    if !session.is_empty() && session == pending.session {
+        eprintln!(
+            "warning: confirming from the SSH connection that applied the rules shows only that it still works; \
+             a new connection would show that new ones get in"
+        );
+    }
+    state.remove("pending");
+    if let Err(error) = state.confirm_applied() {
+        eprintln!("error: the rules stay, but {error}");
+        return exit::USAGE;
+    }
+    state.log("confirmed");
+    println!("confirmed: the rules stay, and boot loads them");
+    exit::APPLIED
+}
+
+/// `fwc apply --boot`: the confirmed build, else the previous one, else the
+/// emergency ruleset. Exit 0 only when the confirmed build is loaded.
+pub fn boot(state: &State, host: &HostArgs) -> u8 {
+    let _lock = match state.lock(Duration::from_secs(host.wait.into())) {
+        Ok(lock) => lock,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit::ROLLBACK_FAILED;
+        }
+    };
+    let emergency = (
+        fwc::host::emergency::restore_text(Family::V4).to_string(),
+        fwc::host::emergency::restore_text(Family::V6).to_string(),
+    );
+    let candidates = [
+        ("the confirmed build", state.build("confirmed")),
+        ("the previous build", state.build("previous")),
+        ("the emergency ruleset", Some(emergency)),
+    ];
+    for (index, (name, build)) in candidates.into_iter().enumerate() {
+        let Some((v4, v6)) = build else {
+            eprintln!("error: {name} is missing from {}", state.dir.display());
+            continue;
+        };
+        match load_build(host.backend, host.wait, state, &v4, &v6) {
+            Ok(()) if index == 0 => {
+                println!("loaded {name}");
+                return exit::APPLIED;
+            }
+            Ok(()) => {
+                eprintln!("error: loaded {name} instead of the confirmed build");
+                return exit::ROLLED_BACK;
+            }
+            Err(error) => eprintln!("error: {name} does not load: {error}"),
+        }
+    }
+    eprintln!("error: nothing could be loaded: the rules are as they were before boot");
+    exit::ROLLBACK_FAILED
+}
+
+/// Plans, checks in a scratch namespace, and loads both families or none.
+fn load_build(backend: Backend, wait: u32, state: &State, v4: &str, v6: &str) -> Result<(), String> {
+    let plans = plan(backend, [v4, v6], "boot")?;
+    for plan in &plans {
+        backend.preflight(plan.family, &backend.render(&plan.target, &[]), wait)?;
+    }
+    match load(backend, &plans, wait, state) {
+        Loaded::Done => Ok(()),
+        Loaded::RolledBack(error) | Loaded::RollbackFailed(error) => Err(error),
+    }
+}

@@ -1,0 +1,209 @@
+//! The state directory (/var/lib/fwc unless told otherwise): the lock, the
+//! backups, the builds, and the record of an apply waiting for confirmation.
+//!
+//! - `lock`: held (flock) by whoever changes the rules or the state;
+//! - `backup.v4`, `backup.v6`: the live rules before the last apply, as
+//!   `iptables-save` printed them; `rollback.v4`, `rollback.v6`: the restore
+//!   files that bring them back (also resetting tables fwc created);
+//! - `applied/`: the last build loaded; `confirmed/`: the last build
+//!   confirmed (what boot loads); `previous/`: the one before it;
+//! - `pending`: an apply waiting for `fwc confirm` (`id`, `deadline` in
+//!   milliseconds since the epoch);
+//! - `rollback.log`: what the rollback process did.
+//!
+//! Every file is written to a temporary name, synced and renamed, with mode
+//! 0600: a crash leaves the old file or the new one, never half of one.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub struct State {
+    pub dir: PathBuf,
+}
+
+/// The state lock, released when dropped (or when the process dies).
+pub struct Lock {
+    _file: File,
+}
+
+/// An apply waiting for confirmation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub id: String,
+    /// Milliseconds since the epoch after which the rules come back.
+    pub deadline: u64,
+    /// `SSH_CONNECTION` of the apply, empty when it ran elsewhere.
+    pub session: String,
+}
+
+impl State {
+    pub fn open(dir: &Path) -> Result<State, String> {
+        std::fs::create_dir_all(dir).map_err(|error| format!("cannot create the state directory {}: {error}", dir.display()))?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        Ok(State { dir: dir.to_path_buf() })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Takes the lock, waiting at most `wait`.
+    pub fn lock(&self, wait: Duration) -> Result<Lock, String> {
+        let path = self.path("lock");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
+        let start = Instant::now();
+        loop {
+            // SAFETY: flock on a descriptor this function owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break;
+            }
+            if start.elapsed() >= wait {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(format!(
+                    "another fwc (pid {}) has held {} for more than {} s; try again when it is done",
+                    holder.trim(),
+                    path.display(),
+                    wait.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = file.set_len(0);
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(Lock { _file: file })
+    }
+
+    pub fn read(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.path(name)).ok()
+    }
+
+    /// Writes `name` atomically with mode 0600, creating its directory.
+    pub fn write(&self, name: &str, text: &str) -> Result<(), String> {
+        let path = self.path(name);
+        let directory = path.parent().expect("a file in the state directory");
+        std::fs::create_dir_all(directory).map_err(|error| format!("cannot create {}: {error}", directory.display()))?;
+        let temporary = directory.join(format!(".{}.tmp", path.file_name().expect("a file name").to_string_lossy()));
+        let result = (|| {
+            let mut file = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&temporary)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, &path)?;
+            File::open(directory)?.sync_all()
+        })();
+        result.map_err(|error| format!("cannot write {}: {error}", path.display()))
+    }
+
+    pub fn remove(&self, name: &str) {
+        let _ = std::fs::remove_file(self.path(name));
+    }
+
+    pub fn pending(&self) -> Option<Pending> {
+        let text = self.read("pending")?;
+        let field = |key: &str| text.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix(' ')).map(str::to_string);
+        Some(Pending {
+            id: field("id")?,
+            deadline: field("deadline")?.parse().ok()?,
+            session: field("session").unwrap_or_default(),
+        })
+    }
+
+    pub fn set_pending(&self, pending: &Pending) -> Result<(), String> {
+        let session = pending.session.replace('\n', " ");
+        self.write("pending", &format!("id {}\ndeadline {}\nsession {session}\n", pending.id, pending.deadline))
+    }
+
+    /// A line in rollback.log, with the time.
+    pub fn log(&self, message: &str) {
+        if let Ok(mut file) = OpenOptions::new().create(true).append(true).mode(0o600).open(self.path("rollback.log")) {
+            let _ = writeln!(file, "{}.{:03} {message}", now() / 1000, now() % 1000);
+        }
+    }
+
+    /// The build a directory of the state holds: (rules.v4, rules.v6).
+    pub fn build(&self, name: &str) -> Option<(String, String)> {
+        Some((self.read(&format!("{name}/rules.v4"))?, self.read(&format!("{name}/rules.v6"))?))
+    }
+
+    pub fn write_build(&self, name: &str, v4: &str, v6: &str) -> Result<(), String> {
+        self.write(&format!("{name}/rules.v4"), v4)?;
+        self.write(&format!("{name}/rules.v6"), v6)
+    }
+
+    /// The applied build becomes the confirmed one; the confirmed one
+    /// becomes the previous one.
+    pub fn confirm_applied(&self) -> Result<(), String> {
+        let (v4, v6) = self.build("applied").ok_or("no applied build to confirm")?;
+        if let Some((old4, old6)) = self.build("confirmed") {
+            if (old4.as_str(), old6.as_str()) != (v4.as_str(), v6.as_str()) {
+                self.write_build("previous", &old4, &old6)?;
+            }
+        }
+        self.write_build("confirmed", &v4, &v6)
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temporary_state(role: &str) -> State {
+        let dir = std::env::temp_dir().join(format!("fwct-{}-state-unit-{role}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        State::open(&dir).expect("a state directory")
+    }
+
+    #[test]
+    fn files_are_private_and_pending_round_trips() {
+        let state = temporary_state("files");
+        state.write("applied/rules.v4", "*filter\nCOMMIT\n").unwrap();
+        let mode = std::fs::metadata(state.path("applied/rules.v4")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(&state.dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert!(!state.path("applied/.rules.v4.tmp").exists(), "the temporary file is renamed");
+        let pending = Pending { id: "1-2".into(), deadline: 1234, session: "198.18.0.2 4 198.18.0.1 22".into() };
+        state.set_pending(&pending).unwrap();
+        assert_eq!(state.pending(), Some(pending));
+        state.remove("pending");
+        assert_eq!(state.pending(), None);
+        let _ = std::fs::remove_dir_all(&state.dir);
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_until_dropped() {
+        let state = temporary_state("lock");
+        let held = state.lock(Duration::ZERO).expect("free");
+        let error = state.lock(Duration::from_millis(100)).err().expect("held");
+        assert!(error.contains(&format!("pid {}", std::process::id())), "{error}");
+        drop(held);
+        assert!(state.lock(Duration::ZERO).is_ok());
+        let _ = std::fs::remove_dir_all(&state.dir);
+    }
+
+    #[test]
+    fn confirming_keeps_the_previous_build() {
+        let state = temporary_state("confirm");
+        state.write_build("applied", "a4", "a6").unwrap();
+        state.confirm_applied().unwrap();
+        state.write_build("applied", "b4", "b6").unwrap();
+        state.confirm_applied().unwrap();
+        assert_eq!(state.build("confirmed"), Some(("b4".into(), "b6".into())));
+        assert_eq!(state.build("previous"), Some(("a4".into(), "a6".into())));
+        let _ = std::fs::remove_dir_all(&state.dir);
+    }
+}

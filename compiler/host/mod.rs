@@ -1,0 +1,13 @@
+//! The host side of `fwc apply` and `fwc diff`, as pure functions of text.
+//!
+//! The binary runs `iptables-save`, `iptables-restore`, `ss` and `ip` and
+//! hands their output here: [`ruleset`] reads dumps into a normal form,
+//! splices in what belongs to other programs (`keep`), and renders restore
+//! files; [`diff`] compares two normal forms chain by chain; [`lockout`]
+//! finds the SSH sessions a policy would cut; [`emergency`] is the ruleset
+//! of last resort at boot.
+
+pub mod diff;
+pub mod emergency;
+pub mod lockout;
+pub mod ruleset;
