@@ -26,7 +26,7 @@ use crate::source::{Origin, Sources, Span};
 use boxes::{Encoder, PacketBox};
 use std::collections::{BTreeMap, HashMap};
 
-pub use host::{host_checks, HostContext};
+pub use host::{drop_gaps_of_shadowed, host_checks, HostContext};
 pub use unused::unused_checks;
 
 /// What the analysis found about one IR rule.
