@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The editor support, on every example policy: the VS Code extension's
-# TextMate grammar (tokenized by vscode-textmate, VS Code's own tokenizer)
+# TextMate grammar (tokenized by vscode-textmate, VS Code's own tokenizer),
+# its settings given to `fwc lsp` through vscode-languageserver-protocol,
 # and the tree-sitter grammar (its corpus and highlight tests, a parse of
 # every policy without an ERROR or MISSING node, and src/ regenerated to
 # check it is what grammar.js makes). tests/run-all.sh runs it after
@@ -19,10 +20,11 @@ need cc "tree-sitter compiles the generated parser (Debian: gcc)"
 need cargo "cargo builds the tree-sitter CLI"
 passed=0
 
-echo "editors: TextMate grammar"
+echo "editors: the VS Code extension: TextMate grammar, and fwc lsp with its settings"
 (cd editors/vscode && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-node --test editors/vscode/test/
-passed=$((passed + 1))
+cargo build --quiet --locked
+FWC_BIN="$PWD/target/debug/fwc" node --test editors/vscode/test/
+passed=$((passed + 2))
 
 # npm's tree-sitter-cli downloads its binary from GitHub when it installs,
 # which a closed network refuses; crates.io has the same release as source.

@@ -19,12 +19,15 @@ fi
 # also for `unshare --net`, fwc apply's pre-flight, and iproute2 for its `ss`);
 # ipset for the address sets consolidated iptables rules match against;
 # python3-jsonschema validates `fwc check --format sarif` against the SARIF
-# schema (tests/it/sarif.rs).
+# schema (tests/it/sarif.rs); dist/build-deb.sh, which tests/it/package.rs
+# runs, strips the binary (binutils) and asks dpkg-shlibdeps (dpkg-dev) for
+# its dependencies, and lintian checks the package; groff-base checks the
+# man pages `fwc generate` writes.
 # tests/editors.sh runs the editor grammars' tests with Node.js and npm
 # (the TextMate tokenizer, tree-sitter's grammar.js) and gcc (tree-sitter
 # compiles the generated parser); a machine without them gets Debian's.
 packages=(iptables nftables ipset iproute2 netbase python3 conntrack ferm ufw shorewall shorewall6 firehol util-linux mount
-          python3-jsonschema)
+          python3-jsonschema binutils dpkg-dev lintian groff-base)
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)
 command -v cc >/dev/null || packages+=(gcc)

@@ -5,9 +5,10 @@
 //! (host::exit, docs/user-guide.md).
 
 mod fmt;
+mod generate;
 mod host;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use fwc::{Compilation, OsFileSystem};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,7 +18,8 @@ use std::process::ExitCode;
     name = "fwc",
     version,
     about = "fwc compiles .fw firewall policies to iptables rules for IPv4 and IPv6",
-    after_help = "Examples:\n  fwc check policies/web.fw\n  fwc build policies/web.fw -o build/\n  fwc build policies/web.fw --set public=ens3 --emit rules.v4"
+    long_about = "fwc compiles .fw firewall policies to iptables rules for IPv4 and IPv6.\n\nA policy says what a host allows, once, for both address families. fwc checks it (diagnostics with a code, the exact place and a note on the fix), runs its `test` blocks, and writes iptables-restore and ip6tables-restore input, a POSIX shell script, and the text iptables-save prints once the rules are loaded.",
+    after_help = "Exit status: 0 success (warnings allowed), 1 the policy has errors or a test failed, 2 usage or I/O errors.\n\nExamples:\n  fwc check policies/web.fw\n  fwc build policies/web.fw -o build/\n  fwc build policies/web.fw --set public=ens3 --emit rules.v4"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -115,6 +117,12 @@ enum Command {
         /// Change nothing: print a diff for each file that is not formatted and exit 1
         #[arg(long)]
         check: bool,
+    },
+    /// Write the man pages or a shell's completions (for packaging)
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: generate::What,
     },
 }
 
@@ -341,6 +349,7 @@ fn main() -> ExitCode {
             Some(_) => ExitCode::SUCCESS,
         },
         Command::Fmt { files, check } => fmt::run(&files, check),
+        Command::Generate { what } => generate::run(what, Cli::command()),
     }
 }
 

@@ -33,7 +33,13 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// (`Connection::stdio()` for `fwc lsp`) and joins its I/O threads.
 pub fn run(connection: &Connection, disk: &dyn FileSystem) -> Result<(), Error> {
     let capabilities = lsp::ServerCapabilities {
-        text_document_sync: Some(lsp::TextDocumentSyncCapability::Kind(lsp::TextDocumentSyncKind::FULL)),
+        text_document_sync: Some(lsp::TextDocumentSyncCapability::Options(lsp::TextDocumentSyncOptions {
+            open_close: Some(true),
+            change: Some(lsp::TextDocumentSyncKind::FULL),
+            // A saved file may be one an open policy includes.
+            save: Some(lsp::TextDocumentSyncSaveOptions::Supported(true)),
+            ..Default::default()
+        })),
         hover_provider: Some(lsp::HoverProviderCapability::Simple(true)),
         definition_provider: Some(lsp::OneOf::Left(true)),
         completion_provider: Some(lsp::CompletionOptions {
@@ -69,7 +75,15 @@ pub fn run(connection: &Connection, disk: &dyn FileSystem) -> Result<(), Error> 
                 let response = server.request(request);
                 connection.sender.send(Message::Response(response))?;
             }
-            Message::Notification(notification) => server.notification(notification)?,
+            Message::Notification(notification) => {
+                // A notification has no answer: a bad one is logged, and the
+                // server goes on.
+                if let Err(error) = server.notification(notification) {
+                    let message = lsp::LogMessageParams { typ: lsp::MessageType::ERROR, message: format!("fwc lsp: {error}") };
+                    let log = Notification::new(lsp::notification::LogMessage::METHOD.to_string(), message);
+                    connection.sender.send(Message::Notification(log))?;
+                }
+            }
             Message::Response(_) => {}
         }
     }
@@ -118,8 +132,9 @@ impl Server<'_> {
         self.analysis.as_ref().expect("made above")
     }
 
-    /// Sends the diagnostics that changed, and empty lists for files that
-    /// no longer have any.
+    /// After a change, compiles the documents again and sends the
+    /// diagnostics that changed, and empty lists to files that no longer
+    /// have any.
     fn publish(&mut self, connection: &Connection) -> Result<(), Error> {
         if self.analysis.is_some() {
             return Ok(());

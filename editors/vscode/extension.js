@@ -5,17 +5,9 @@
 const vscode = require('vscode');
 const { LanguageClient } = require('vscode-languageclient/node');
 
-let client;
+const { initializationOptions } = require('./options');
 
-function initializationOptions() {
-  const config = vscode.workspace.getConfiguration('fwc');
-  return {
-    params: config.get('params', {}),
-    allow: config.get('allow', []),
-    warn: config.get('warn', []),
-    deny: config.get('deny', []),
-  };
-}
+let client;
 
 async function start() {
   const command = vscode.workspace.getConfiguration('fwc').get('path', 'fwc');
@@ -28,7 +20,7 @@ async function start() {
         { scheme: 'file', language: 'fwc' },
         { scheme: 'untitled', language: 'fwc' },
       ],
-      initializationOptions: initializationOptions(),
+      initializationOptions: initializationOptions(vscode.workspace.getConfiguration('fwc')),
     },
   );
   await client.start();

@@ -72,3 +72,25 @@ fn json_diagnostics_follow_the_documented_schema() {
         assert_eq!(value["line"].as_u64().unwrap() as usize, line_number, "{line}");
     }
 }
+
+#[test]
+fn build_stats_count_rules_before_and_after_consolidation() {
+    let out = std::env::temp_dir().join(format!("fwc-stats-{}", std::process::id()));
+    let out_text = out.to_string_lossy().into_owned();
+    // address-sets.fw: 9 IPv4 blocks become one ipset rule, three port
+    // rules one multiport rule per family; nft also pairs the families.
+    let (code, _, stderr) = fwc(&["build", "ok/address-sets.fw", "--stats", "-o", &out_text]);
+    assert_eq!(code, 0, "{stderr}");
+    let line = stderr.lines().find(|line| line.starts_with("rules: ")).unwrap_or_else(|| panic!("no stats line:\n{stderr}"));
+    assert_eq!(
+        line,
+        "rules: 23 before consolidation; iptables 11 (IPv4 6, IPv6 5, 9 blocks in ipsets); nft 6 (16 values in named sets)"
+    );
+    // Without consolidation every lowered rule is one iptables rule.
+    let (code, _, stderr) = fwc(&["build", "ok/address-sets.fw", "--stats", "--no-consolidate", "-o", &out_text]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("rules: 23 before consolidation; iptables 23 (IPv4 16, IPv6 7); nft 18"), "{stderr}");
+    let sets = std::fs::read_to_string(out.join("ipsets.restore")).expect("ipsets.restore written");
+    assert!(sets.lines().all(|line| line.starts_with('#')), "no sets without consolidation:\n{sets}");
+    let _ = std::fs::remove_dir_all(&out);
+}

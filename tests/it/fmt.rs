@@ -6,6 +6,7 @@
 //! policy with its drop-ins, every stdlib module, and (robustness.rs)
 //! mutated policies.
 
+use crate::kernel::support::TempDir;
 use fwc::fmt::format;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,8 @@ use std::path::{Path, PathBuf};
 // ---------------------------------------------------------------- properties
 
 /// What a compilation says, less where it says it: each diagnostic's
-/// code, severity, message and notes; the test outcomes; the outputs.
+/// code, severity, message and notes; the test outcomes; the outputs
+/// (rules.nft without the policy line numbers in its comments).
 fn meaning(fs: &dyn fwc::FileSystem, root: &Path, params: &[(String, String)]) -> String {
     let compilation = fwc::compile(fs, root, params).expect("the root is readable");
     let mut out = String::new();
@@ -35,31 +37,27 @@ fn meaning(fs: &dyn fwc::FileSystem, root: &Path, params: &[(String, String)]) -
         }
     }
     for (file, text) in compilation.outputs("policy.fw").unwrap_or_default() {
-        let text = if file == "rules.nft" { without_line_numbers(&text) } else { text };
+        let text = if file == "rules.nft" { without_line_comments(&text) } else { text };
         out.push_str(&format!("--- {file}\n{text}"));
     }
     out
 }
 
-/// rules.nft's comments point at policy lines (`comment "web.fw:12"`, or
-/// `"web.fw:12,19"` for merged rules), and formatting may move a rule to
-/// another line (blank lines collapse): the line number is where the rule
-/// is, not what it means.
-fn without_line_numbers(nft: &str) -> String {
-    let mut out = String::with_capacity(nft.len());
-    for line in nft.lines() {
-        match line.find("comment \"").map(|start| start + "comment \"".len()) {
-            Some(start) => {
-                let file_end = line[start..].find(':').map_or(line.len(), |colon| start + colon + 1);
-                let digits = line[file_end..].bytes().take_while(|byte| byte.is_ascii_digit() || *byte == b',').count();
-                out.push_str(&line[..file_end]);
-                out.push_str("LINE");
-                out.push_str(&line[file_end + digits..]);
-            }
-            None => out.push_str(line),
-        }
-        out.push('\n');
+/// rules.nft with each rule's comment left out: it names the policy lines
+/// the rule came from (`policy.fw:12,14: TEXT`, cut to what nft keeps), and
+/// formatting moves lines. Nothing else is: the rules' own comments are
+/// compared byte for byte in the iptables outputs.
+fn without_line_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(" comment \"") {
+        let quoted = &rest[start + " comment \"".len()..];
+        let end = quoted.find('"').expect("nft comments are quoted and hold no quote");
+        out.push_str(&rest[..start]);
+        out.push_str(" comment <policy lines>");
+        rest = &quoted[end + 1..];
     }
+    out.push_str(rest);
     out
 }
 
@@ -290,30 +288,10 @@ fn fwc_fmt(args: &[&str], directory: &Path, stdin: &str) -> (i32, String, String
     )
 }
 
-/// A directory of its own under the system's temporary directory, removed
-/// when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("fwc-test-{}-{count}-{name}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("create a temporary directory");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn fmt_rewrites_files_checks_them_and_refuses_broken_ones() {
     let directory = TempDir::new("fmt");
-    let root = &directory.0;
+    let root = directory.path();
     std::fs::create_dir_all(root.join("conf.d")).expect("mkdir");
     let messy = "allow  in tcp 22\n";
     std::fs::write(root.join("a.fw"), messy).expect("write");

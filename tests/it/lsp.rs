@@ -241,6 +241,12 @@ fn diagnostics_follow_edits_through_includes() {
     client.change(&drop_in_uri, 3, "allow in tcp 22\n");
     let published = client.diagnostics(&drop_in_uri, 3);
     assert!(published[&drop_in_uri].iter().all(|diagnostic| diagnostic["severity"] != 1), "{published:?}");
+
+    // A buffer never saved is compiled too.
+    let untitled = "untitled:Untitled-1";
+    client.open(untitled, "allow in tcp 70000\n");
+    let published = client.diagnostics(untitled, 1);
+    assert_eq!(codes(&published[untitled]), ["port-out-of-range"], "{published:?}");
     client.shutdown();
     std::fs::remove_dir_all(&directory).unwrap();
 }
@@ -586,4 +592,33 @@ fn formatting_is_fwc_fmt() {
     assert_eq!(formatting(&mut client), Value::Null);
     client.shutdown();
     std::fs::remove_dir_all(&directory).unwrap();
+}
+
+#[test]
+fn bad_messages_are_answered_and_the_server_goes_on() {
+    let mut client = Client::start(Value::Null);
+    // A notification with bad parameters is logged.
+    client.notify("textDocument/didOpen", json!({"textDocument": {"uri": 7}}));
+    let log = loop {
+        let message = client.receive();
+        if message["method"] == "window/logMessage" {
+            break message;
+        }
+    };
+    assert_eq!(log["params"]["type"], 1, "{log}");
+    // A request the server does not know is an error; one about a document
+    // it has never seen has no answer.
+    client.next_id += 1;
+    let id = client.next_id;
+    client.send(json!({"jsonrpc": "2.0", "id": id, "method": "textDocument/rename", "params": {}}));
+    let answer = loop {
+        let message = client.receive();
+        if message["id"] == id {
+            break message;
+        }
+    };
+    assert_eq!(answer["error"]["code"], -32601, "{answer}");
+    let nowhere = json!({"textDocument": {"uri": "file:///nowhere.fw"}, "position": {"line": 0, "character": 0}});
+    assert_eq!(client.request("textDocument/hover", nowhere), Value::Null);
+    client.shutdown();
 }

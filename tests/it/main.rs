@@ -9,6 +9,7 @@ mod cases;
 mod cli;
 mod fmt;
 mod import;
+mod package;
 mod kernel;
 mod lsp;
 mod robustness;
