@@ -105,6 +105,7 @@ pub fn compile_with(
             .filter(|file| matches!(sources.get(*file).origin, source::Origin::Stdlib(_)))
             .collect();
         diagnostics.extend(analysis::host_checks(&lowered.ruleset, &context));
+        analysis::drop_gaps_of_shadowed(&mut diagnostics);
         diagnostics.extend(analysis::unused_checks(&lowered, &sources));
     }
     apply_ignores(&lowered, &mut diagnostics);

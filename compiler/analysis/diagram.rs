@@ -63,10 +63,18 @@ pub enum Op {
 /// The class `MIXED` has: equal to no other.
 const NO_CLASS: u16 = u16::MAX;
 
+/// A node: its level and its edges, `edges[start..start + len]` of the
+/// store's edge arena.
+#[derive(Clone, Copy)]
 struct Inner {
     level: u8,
-    edges: Box<[(u128, Node)]>,
+    start: u32,
+    len: u32,
 }
+
+/// Memoised results kept at most; past this the memo starts afresh (it is
+/// a cache: results stay the same, only their cost changes).
+const MEMO_LIMIT: usize = 1 << 22;
 
 /// The node store of one family's analysis.
 pub struct Diagrams {
@@ -75,7 +83,13 @@ pub struct Diagrams {
     /// The largest value of each level's field.
     maxima: Vec<u128>,
     nodes: Vec<Inner>,
-    unique: FxHashMap<(u8, Box<[(u128, Node)]>), Node>,
+    edges: Vec<(u128, Node)>,
+    /// Nodes by the hash of their level and edges; equal hashes are
+    /// chained through `next`.
+    unique: FxHashMap<u64, Node>,
+    next: Vec<Node>,
+    /// Edges of the nodes being built (a stack: `apply` recurses).
+    scratch: Vec<(u128, Node)>,
     memo: FxHashMap<(Op, Node, Node), Node>,
     /// The verdict class of each rule leaf (by position), and the policy's.
     classes: Vec<u16>,
@@ -93,7 +107,10 @@ impl Diagrams {
             order,
             maxima,
             nodes: Vec::new(),
+            edges: Vec::new(),
             unique: FxHashMap::default(),
+            next: Vec::new(),
+            scratch: Vec::new(),
             memo: FxHashMap::default(),
             classes: Vec::new(),
             policy_class: NO_CLASS,
@@ -131,20 +148,46 @@ impl Diagrams {
         }
     }
 
-    /// The canonical node for `edges` at `level` (merged, reduced, shared).
-    fn make(&mut self, level: usize, mut edges: Vec<(u128, Node)>) -> Node {
-        edges.dedup_by(|next, previous| next.1 == previous.1);
-        if edges.len() == 1 {
-            return edges[0].1;
+    /// The canonical node for the scratch edges from `base` on, at
+    /// `level` (merged, reduced, shared); truncates the scratch to `base`.
+    fn make(&mut self, level: usize, base: usize) -> Node {
+        let mut kept = base;
+        for read in base..self.scratch.len() {
+            if kept > base && self.scratch[kept - 1].1 == self.scratch[read].1 {
+                continue;
+            }
+            self.scratch[kept] = self.scratch[read];
+            kept += 1;
         }
-        let key = (level as u8, edges.into_boxed_slice());
-        if let Some(node) = self.unique.get(&key) {
-            return *node;
+        self.scratch.truncate(kept);
+        if kept == base + 1 {
+            return self.scratch.pop().expect("one edge").1;
+        }
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = rustc_hash::FxHasher::default();
+            level.hash(&mut hasher);
+            self.scratch[base..].hash(&mut hasher);
+            hasher.finish()
+        };
+        let mut candidate = self.unique.get(&hash).copied();
+        while let Some(node) = candidate {
+            let inner = self.nodes[node as usize];
+            if usize::from(inner.level) == level
+                && self.edges[inner.start as usize..(inner.start + inner.len) as usize] == self.scratch[base..]
+            {
+                self.scratch.truncate(base);
+                return node;
+            }
+            candidate = Some(self.next[node as usize]).filter(|next| *next != EMPTY);
         }
         let node = self.nodes.len() as Node;
         assert!(node < LEAF, "decision diagram too large");
-        self.nodes.push(Inner { level: key.0, edges: key.1.clone() });
-        self.unique.insert(key, node);
+        let len = (self.scratch.len() - base) as u32;
+        self.nodes.push(Inner { level: level as u8, start: self.edges.len() as u32, len });
+        self.edges.extend_from_slice(&self.scratch[base..]);
+        self.scratch.truncate(base);
+        self.next.push(self.unique.insert(hash, node).unwrap_or(EMPTY));
         node
     }
 
@@ -160,7 +203,8 @@ impl Diagrams {
             if intervals.len() == 1 && intervals[0] == (0, self.maxima[level]) {
                 continue;
             }
-            let mut edges = Vec::with_capacity(2 * intervals.len() + 1);
+            let base = self.scratch.len();
+            let edges = &mut self.scratch;
             let mut next = Some(0u128);
             for &(low, high) in intervals {
                 if next.is_some_and(|next| low > next) {
@@ -172,7 +216,7 @@ impl Diagrams {
             if let Some(next) = next {
                 edges.push((next, EMPTY));
             }
-            node = self.make(level, edges);
+            node = self.make(level, base);
         }
         node
     }
@@ -223,17 +267,17 @@ impl Diagrams {
             return Some(*node);
         }
         let level = self.level(left).min(self.level(right));
-        let left_edges = self.edges_at(left, level);
-        let right_edges = self.edges_at(right, level);
-        self.spend((left_edges.len() + right_edges.len()) as u64)?;
-        let mut edges = Vec::with_capacity(left_edges.len() + right_edges.len());
+        let (left_count, right_count) = (self.count_at(left, level), self.count_at(right, level));
+        self.spend((left_count + right_count) as u64)?;
+        let base = self.scratch.len();
         let (mut i, mut j) = (0, 0);
         loop {
-            let start = left_edges[i].0.max(right_edges[j].0);
-            let child = self.apply(op, left_edges[i].1, right_edges[j].1)?;
-            edges.push((start, child));
-            let next_left = left_edges.get(i + 1).map(|edge| edge.0);
-            let next_right = right_edges.get(j + 1).map(|edge| edge.0);
+            let (left_start, left_child) = self.edge_at(left, level, i);
+            let (right_start, right_child) = self.edge_at(right, level, j);
+            let child = self.apply(op, left_child, right_child)?;
+            self.scratch.push((left_start.max(right_start), child));
+            let next_left = (i + 1 < left_count).then(|| self.edge_at(left, level, i + 1).0);
+            let next_right = (j + 1 < right_count).then(|| self.edge_at(right, level, j + 1).0);
             match (next_left, next_right) {
                 (None, None) => break,
                 (Some(a), Some(b)) if a == b => {
@@ -245,18 +289,30 @@ impl Diagrams {
                 _ => j += 1,
             }
         }
-        let node = self.make(level, edges);
+        let node = self.make(level, base);
+        if self.memo.len() >= MEMO_LIMIT {
+            self.memo.clear();
+        }
         self.memo.insert((op, left, right), node);
         Some(node)
     }
 
-    /// A node's edges if it tests `level`, else one edge over the whole
-    /// range (the node does not depend on that field).
-    fn edges_at(&self, node: Node, level: usize) -> Vec<(u128, Node)> {
+    /// How many edges a node has at `level` (one if it does not test it).
+    fn count_at(&self, node: Node, level: usize) -> usize {
         if !is_leaf(node) && usize::from(self.nodes[node as usize].level) == level {
-            self.nodes[node as usize].edges.to_vec()
+            self.nodes[node as usize].len as usize
         } else {
-            vec![(0, node)]
+            1
+        }
+    }
+
+    /// Edge `index` of a node at `level`; a node that does not test the
+    /// level has one edge over the whole range, to itself.
+    fn edge_at(&self, node: Node, level: usize, index: usize) -> (u128, Node) {
+        if !is_leaf(node) && usize::from(self.nodes[node as usize].level) == level {
+            self.edges[self.nodes[node as usize].start as usize + index]
+        } else {
+            (0, node)
         }
     }
 
@@ -277,12 +333,13 @@ impl Diagrams {
             return;
         }
         let level = self.level(set).min(self.level(verdict));
-        let left = self.edges_at(set, level);
-        let right = self.edges_at(verdict, level);
+        let (left_count, right_count) = (self.count_at(set, level), self.count_at(verdict, level));
         let (mut i, mut j) = (0, 0);
         loop {
-            self.collect(left[i].1, right[j].1, seen, out);
-            match (left.get(i + 1).map(|edge| edge.0), right.get(j + 1).map(|edge| edge.0)) {
+            self.collect(self.edge_at(set, level, i).1, self.edge_at(verdict, level, j).1, seen, out);
+            let next_left = (i + 1 < left_count).then(|| self.edge_at(set, level, i + 1).0);
+            let next_right = (j + 1 < right_count).then(|| self.edge_at(verdict, level, j + 1).0);
+            match (next_left, next_right) {
                 (None, None) => break,
                 (Some(a), Some(b)) if a == b => {
                     i += 1;

@@ -283,3 +283,15 @@ fn family_gaps(ruleset: &Ruleset, program: &Program, context: &HostContext) -> V
     }
     diagnostics
 }
+
+/// A rule already reported as never reached does not also get a family-gap
+/// warning: no client of either family reaches it, and the shadowed-rule
+/// finding is the one to act on.
+pub fn drop_gaps_of_shadowed(diagnostics: &mut Vec<Diagnostic>) {
+    let primary = |diagnostic: &Diagnostic| diagnostic.labels.iter().find(|label| label.primary).map(|label| label.span);
+    let shadowed: HashSet<Span> =
+        diagnostics.iter().filter(|diagnostic| diagnostic.code == Code::ShadowedRule).filter_map(primary).collect();
+    diagnostics.retain(|diagnostic| {
+        !matches!(diagnostic.code, Code::Ipv6Gap | Code::Ipv4Gap) || primary(diagnostic).is_none_or(|span| !shadowed.contains(&span))
+    });
+}

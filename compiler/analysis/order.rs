@@ -73,10 +73,11 @@ fn cell_of(boundaries: &[u128], value: u128) -> usize {
     boundaries.partition_point(|boundary| *boundary <= value) - 1
 }
 
-/// The split field for a chain, and its cell boundaries: the candidate for
-/// which the rules cover the fewest cells in all.
-fn split(flat: &[Flat], maxima: &[u128; FIELDS]) -> (usize, Vec<u128>) {
-    let mut best: Option<(u128, usize, Vec<u128>)> = None;
+/// The split field for a chain, and its cell boundaries: the candidate
+/// that cuts the chain into the most cells. Also returns how many cells the
+/// rules cover in all, the least work the passes do.
+fn split(flat: &[Flat], maxima: &[u128; FIELDS]) -> (usize, Vec<u128>, u64) {
+    let mut best: Option<(usize, u64, usize, Vec<u128>)> = None;
     for field in SPLIT_CANDIDATES {
         let mut boundaries = vec![0u128];
         for part in flat.iter().flat_map(|item| &item.effective) {
@@ -89,28 +90,34 @@ fn split(flat: &[Flat], maxima: &[u128; FIELDS]) -> (usize, Vec<u128>) {
         }
         boundaries.sort_unstable();
         boundaries.dedup();
-        let mut cost = 0u128;
+        let mut covered = 0u64;
         for part in flat.iter().flat_map(|item| &item.effective) {
             for &(low, high) in &part.0[field].0 {
-                cost += (cell_of(&boundaries, high) + 1 - cell_of(&boundaries, low)) as u128;
+                covered += (cell_of(&boundaries, high) + 1 - cell_of(&boundaries, low)) as u64;
             }
         }
-        if best.as_ref().is_none_or(|(best_cost, ..)| cost < *best_cost) {
-            best = Some((cost, field, boundaries));
+        let better = match &best {
+            None => true,
+            Some((cells, best_covered, ..)) => (boundaries.len(), std::cmp::Reverse(covered)) > (*cells, std::cmp::Reverse(*best_covered)),
+        };
+        if better {
+            best = Some((boundaries.len(), covered, field, boundaries));
         }
     }
-    let (_, field, boundaries) = best.expect("candidates");
-    (field, boundaries)
+    let (_, covered, field, boundaries) = best.expect("candidates");
+    (field, boundaries, covered)
 }
 
 impl Chain {
     /// Encodes a flattened chain and runs the forward pass: every
     /// position's reach. `None` when the budget runs out.
     pub fn forward(ruleset: &Ruleset, encoder: &Encoder, flat: &[Flat], policy: &Target, budget: u64) -> Option<Chain> {
-        let (field, boundaries) = split(flat, &encoder.maxima);
+        let (field, boundaries, covered) = split(flat, &encoder.maxima);
         let order: Vec<usize> = LEVELS.iter().copied().filter(|level| *level != field).collect();
         let mut diagrams = Diagrams::new(order, &encoder.maxima, budget);
-        diagrams.spend(flat.len() as u64)?;
+        // Every covered cell costs each pass at least one operation: a
+        // policy that cannot finish stops here, before any work.
+        diagrams.spend(flat.len() as u64 + 2 * covered)?;
         let mut targets: Vec<Target> = Vec::new();
         let mut class_of = |target: &Target| -> u16 {
             match targets.iter().position(|known| known == target) {
