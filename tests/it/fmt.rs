@@ -6,6 +6,7 @@
 //! policy with its drop-ins, every stdlib module, and (robustness.rs)
 //! mutated policies.
 
+use crate::kernel::support::TempDir;
 use fwc::fmt::format;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -287,30 +288,10 @@ fn fwc_fmt(args: &[&str], directory: &Path, stdin: &str) -> (i32, String, String
     )
 }
 
-/// A directory of its own under the system's temporary directory, removed
-/// when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("fwc-test-{}-{count}-{name}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("create a temporary directory");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn fmt_rewrites_files_checks_them_and_refuses_broken_ones() {
     let directory = TempDir::new("fmt");
-    let root = &directory.0;
+    let root = directory.path();
     std::fs::create_dir_all(root.join("conf.d")).expect("mkdir");
     let messy = "allow  in tcp 22\n";
     std::fs::write(root.join("a.fw"), messy).expect("write");

@@ -23,6 +23,7 @@
 //! Debian packages: iptables, iproute2, python3, util-linux, ferm, ufw,
 //! shorewall, shorewall6, firehol.
 
+use crate::kernel::support::TempDir;
 use fwc::eval::space::{for_each_packet, Constraint};
 use fwc::eval::Program;
 use fwc::import::{self, parse, Imported, Options};
@@ -946,28 +947,6 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = run(Command::new("ip").args(["netns", "del", &self.name]), None);
-    }
-}
-
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new(role: &str) -> TempDir {
-        let path = std::env::temp_dir().join(unique(role));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir { path }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 

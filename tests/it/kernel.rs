@@ -45,4 +45,4 @@ mod lab;
 mod nat;
 mod policies;
 mod regressions;
-mod support;
+pub(crate) mod support;

@@ -3,6 +3,7 @@
 //! installed into a temporary root with dpkg (never into this machine's
 //! /usr).
 
+use crate::kernel::support::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -40,42 +41,23 @@ fn commands() -> Vec<String> {
     listed
 }
 
-/// A directory of its own, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("fwc-package-{}-{count}-{name}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("create a temporary directory");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn the_man_page_names_every_command_and_each_has_a_page() {
     let directory = TempDir::new("man");
-    fwc(&["generate", "man", directory.0.to_str().expect("utf-8 path")]);
-    let main = std::fs::read_to_string(directory.0.join("fwc.1")).expect("fwc.1");
+    fwc(&["generate", "man", directory.path().to_str().expect("utf-8 path")]);
+    let main = std::fs::read_to_string(directory.path().join("fwc.1")).expect("fwc.1");
     assert!(main.starts_with(".ie"), "a roff page: {main}");
     assert!(main.contains("fwc build policies/web.fw"), "the examples are in: {main}");
     for command in commands() {
         assert!(main.contains(&format!("fwc\\-{command}(1)")), "fwc.1 does not name `{command}`:\n{main}");
-        let page = std::fs::read_to_string(directory.0.join(format!("fwc-{command}.1")))
+        let page = std::fs::read_to_string(directory.path().join(format!("fwc-{command}.1")))
             .unwrap_or_else(|error| panic!("fwc-{command}.1: {error}"));
         assert!(page.contains(&format!("fwc {command}")), "fwc-{command}.1 has no synopsis:\n{page}");
     }
     assert!(!main.contains("generate"), "the hidden command stays out of the manual");
     // Every page is roff that groff reads without a warning, as man does
     // (preconv first: the pages are UTF-8).
-    for entry in std::fs::read_dir(&directory.0).expect("the pages") {
+    for entry in std::fs::read_dir(directory.path()).expect("the pages") {
         let page = entry.expect("an entry").path();
         let output = run(Command::new("sh")
             .arg("-c")
@@ -90,7 +72,7 @@ fn the_man_page_names_every_command_and_each_has_a_page() {
 fn completions_cover_every_command() {
     let bash = fwc(&["generate", "completions", "bash"]);
     let directory = TempDir::new("completions");
-    let script = directory.0.join("fwc.bash");
+    let script = directory.path().join("fwc.bash");
     std::fs::write(&script, &bash).expect("write");
     run(Command::new("bash").arg("-n").arg(&script));
     let zsh = fwc(&["generate", "completions", "zsh"]);
@@ -109,7 +91,7 @@ fn the_debian_package_installs_the_binary_man_pages_completions_and_boot_files()
     let build = |out: &str| -> PathBuf {
         let output = run(Command::new("bash")
             .arg(repo().join("dist/build-deb.sh"))
-            .arg(directory.0.join(out))
+            .arg(directory.path().join(out))
             .env("FWC_BINARY", env!("CARGO_BIN_EXE_fwc"))
             .env("SOURCE_DATE_EPOCH", "1700000000"));
         PathBuf::from(String::from_utf8(output.stdout).expect("utf-8").trim())
@@ -151,7 +133,7 @@ fn the_debian_package_installs_the_binary_man_pages_completions_and_boot_files()
     assert!(!contents.contains("/etc/"), "nothing active on installation: {contents}");
 
     // Installed into a root of its own, with the real dpkg.
-    let root = directory.0.join("root");
+    let root = directory.path().join("root");
     for folder in ["var/lib/dpkg/info", "var/lib/dpkg/updates"] {
         std::fs::create_dir_all(root.join(folder)).expect("mkdir");
     }
@@ -201,13 +183,13 @@ fn the_ci_recipe_passes_on_the_examples() {
     }
     assert!(steps.len() >= 5, "{workflow}");
     let directory = TempDir::new("ci");
-    run(Command::new("cp").arg("-r").arg(repo().join("policies")).arg(&directory.0));
+    run(Command::new("cp").arg("-r").arg(repo().join("policies")).arg(directory.path()));
     let bin = Path::new(env!("CARGO_BIN_EXE_fwc")).parent().expect("a directory");
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     for step in &steps {
-        run(Command::new("bash").args(["-e", "-o", "pipefail", "-c", step]).current_dir(&directory.0).env("PATH", &path));
+        run(Command::new("bash").args(["-e", "-o", "pipefail", "-c", step]).current_dir(directory.path()).env("PATH", &path));
     }
-    let logs = std::fs::read_dir(directory.0.join("sarif")).expect("sarif/").count();
+    let logs = std::fs::read_dir(directory.path().join("sarif")).expect("sarif/").count();
     assert_eq!(logs, 4, "one SARIF log per example policy");
-    assert!(directory.0.join("build/web/rules.v4").exists());
+    assert!(directory.path().join("build/web/rules.v4").exists());
 }

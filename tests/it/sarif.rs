@@ -1,6 +1,7 @@
 //! `fwc check --format sarif`: logs that validate against the SARIF 2.1.0
 //! schema (tests/sarif), with the parts GitHub code scanning reads.
 
+use crate::kernel::support::TempDir;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,25 +24,6 @@ fn sarif(directory: &Path, args: &[&str]) -> (i32, String, Value) {
         panic!("not JSON ({error}): {stdout}\n{}", String::from_utf8_lossy(&output.stderr))
     });
     (output.status.code().expect("an exit code"), stdout, log)
-}
-
-/// A directory of its own, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("fwc-sarif-{}-{count}-{name}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("create a temporary directory");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Validates JSON files against a schema with Python's jsonschema; the
@@ -91,18 +73,18 @@ fn sarif_logs_validate_against_the_sarif_2_1_0_schema() {
         assert_eq!(code, expected_code, "{case}: {stdout}");
         logs.push((case.to_string(), stdout));
     }
-    std::fs::write(directory.0.join("all kinds.fw"), POLICY_WITH_ALL_KINDS).expect("write");
-    let (_, stdout, _) = sarif(&directory.0, &["all kinds.fw", "-W", "conflicting-rules"]);
+    std::fs::write(directory.path().join("all kinds.fw"), POLICY_WITH_ALL_KINDS).expect("write");
+    let (_, stdout, _) = sarif(directory.path(), &["all kinds.fw", "-W", "conflicting-rules"]);
     logs.push(("all kinds.fw".to_string(), stdout));
 
     let mut files = Vec::new();
     for (index, (_, text)) in logs.iter().enumerate() {
-        let path = directory.0.join(format!("{index}.sarif"));
+        let path = directory.path().join(format!("{index}.sarif"));
         std::fs::write(&path, text).expect("write");
         files.push(path);
     }
     // An invalid log is caught: the validation can fail.
-    let broken = directory.0.join("broken.sarif");
+    let broken = directory.path().join("broken.sarif");
     std::fs::write(&broken, logs[0].1.replacen("\"level\": \"warning\"", "\"level\": \"fatal\"", 1)).expect("write");
     let schema = repo().join("tests/sarif/sarif-schema-2.1.0.json");
     let broken_problems = validate(&schema, &[broken]);
@@ -114,9 +96,9 @@ fn sarif_logs_validate_against_the_sarif_2_1_0_schema() {
 #[test]
 fn sarif_results_have_rules_with_help_relative_paths_and_fingerprints() {
     let directory = TempDir::new("results");
-    std::fs::create_dir_all(directory.0.join("policies")).expect("mkdir");
-    std::fs::write(directory.0.join("policies/all kinds.fw"), POLICY_WITH_ALL_KINDS).expect("write");
-    let (code, _, log) = sarif(&directory.0, &["./policies/all kinds.fw"]);
+    std::fs::create_dir_all(directory.path().join("policies")).expect("mkdir");
+    std::fs::write(directory.path().join("policies/all kinds.fw"), POLICY_WITH_ALL_KINDS).expect("write");
+    let (code, _, log) = sarif(directory.path(), &["./policies/all kinds.fw"]);
     assert_eq!(code, 0);
     assert_eq!(log["version"], "2.1.0");
     let run = &log["runs"][0];
@@ -155,8 +137,8 @@ fn sarif_results_have_rules_with_help_relative_paths_and_fingerprints() {
     let fingerprints = |log: &Value| -> Vec<String> {
         log["runs"][0]["results"].as_array().expect("results").iter().map(|result| result["partialFingerprints"]["fwcResultHash/v1"].to_string()).collect()
     };
-    std::fs::write(directory.0.join("policies/all kinds.fw"), format!("\n\n{POLICY_WITH_ALL_KINDS}")).expect("write");
-    let (_, _, moved) = sarif(&directory.0, &["policies/all kinds.fw"]);
+    std::fs::write(directory.path().join("policies/all kinds.fw"), format!("\n\n{POLICY_WITH_ALL_KINDS}")).expect("write");
+    let (_, _, moved) = sarif(directory.path(), &["policies/all kinds.fw"]);
     assert_eq!(fingerprints(&moved), fingerprints(&log));
     let moved_lines: Vec<&Value> = moved["runs"][0]["results"]
         .as_array()
@@ -166,8 +148,8 @@ fn sarif_results_have_rules_with_help_relative_paths_and_fingerprints() {
         .collect();
     let lines: Vec<&Value> = results.iter().map(|result| &result["locations"][0]["physicalLocation"]["region"]["startLine"]).collect();
     assert!(moved_lines.iter().zip(&lines).all(|(moved, line)| moved.as_u64() == line.as_u64().map(|line| line + 2)), "{moved_lines:?} {lines:?}");
-    std::fs::write(directory.0.join("policies/all kinds.fw"), POLICY_WITH_ALL_KINDS.replace("192.0.2.1/24", "192.0.2.3/24")).expect("write");
-    let (_, _, edited) = sarif(&directory.0, &["policies/all kinds.fw"]);
+    std::fs::write(directory.path().join("policies/all kinds.fw"), POLICY_WITH_ALL_KINDS.replace("192.0.2.1/24", "192.0.2.3/24")).expect("write");
+    let (_, _, edited) = sarif(directory.path(), &["policies/all kinds.fw"]);
     let (before, after) = (fingerprints(&log), fingerprints(&edited));
     assert_eq!(before.len(), after.len());
     for ((before, after), line) in before.iter().zip(&after).zip(&lines) {
