@@ -721,6 +721,16 @@ fn apply_loads_address_sets_before_the_rules_and_diff_sees_their_members() {
     let repaired = host.fwc(&["apply", &policy, "--confirm", "0"]);
     assert_eq!(code(&repaired), APPLIED, "{}", show(&repaired));
     assert!(in_set(&host, "fwc-4-1", "198.18.3.77"));
+
+    // As after a reboot: no rules, no sets. Boot loads the sets first.
+    host.restore("v4", "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
+    host.netns.exec(&["ipset", "destroy", "fwc-4-1"], None).unwrap();
+    let boot = host.fwc(&["apply", "--boot"]);
+    assert_eq!(code(&boot), APPLIED, "{}", show(&boot));
+    assert!(boot.stdout.contains("loaded the confirmed build"), "{}", show(&boot));
+    let saved = built.read("saved.v4").unwrap();
+    assert_eq!(host.live("v4"), Rules::parse(&saved).unwrap());
+    assert!(in_set(&host, "fwc-4-1", "198.18.3.77"));
 }
 
 #[test]
