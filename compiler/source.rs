@@ -119,3 +119,24 @@ impl FileSystem for OsFileSystem {
         std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
     }
 }
+
+/// A file system of one file: a policy that includes nothing, such as one
+/// `fwc import` wrote.
+pub struct OneFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl FileSystem for OneFile {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        if path == self.path {
+            Ok(self.text.clone())
+        } else {
+            Err(io::Error::new(io::ErrorKind::NotFound, "this policy includes nothing"))
+        }
+    }
+
+    fn glob(&self, _pattern: &str) -> Result<Vec<PathBuf>, String> {
+        Ok(Vec::new())
+    }
+}

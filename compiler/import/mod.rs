@@ -925,7 +925,7 @@ struct Lowering {
 
 impl Lowering {
     fn of(name: &str, text: &str) -> Lowering {
-        let fs = OneFile { path: PathBuf::from(name), text: text.to_string() };
+        let fs = crate::source::OneFile { path: PathBuf::from(name), text: text.to_string() };
         let mut sources = crate::Sources::new();
         let mut diagnostics = Vec::new();
         let lowered = crate::lower::lower(&mut sources, &fs, Path::new(name), &[], &mut diagnostics)
@@ -934,22 +934,3 @@ impl Lowering {
     }
 }
 
-/// The policy, as the only file of a compilation.
-struct OneFile {
-    path: PathBuf,
-    text: String,
-}
-
-impl crate::FileSystem for OneFile {
-    fn read(&self, path: &Path) -> std::io::Result<String> {
-        if path == self.path {
-            Ok(self.text.clone())
-        } else {
-            Err(std::io::Error::new(std::io::ErrorKind::NotFound, "an imported policy includes nothing"))
-        }
-    }
-
-    fn glob(&self, _pattern: &str) -> Result<Vec<PathBuf>, String> {
-        Ok(Vec::new())
-    }
-}

@@ -9,7 +9,7 @@ use super::state::{Files, State};
 use super::HostArgs;
 use fwc::host::lockout::{self, Session};
 use fwc::ir::Family;
-use fwc::{Compilation, FileSystem, OsFileSystem};
+use fwc::{Compilation, OsFileSystem};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -322,32 +322,12 @@ fn compile_build(build: &Build) -> Result<Compilation, String> {
     let options = fwc::import::Options { fold_ports: false };
     let imported = fwc::import::import_with(Some(&build.files.v4), Some(&build.files.v6), options).map_err(|error| error.to_string())?;
     let path = PathBuf::from(format!("{}/rules (imported)", build.name));
-    let compilation = fwc::compile(&OneFile { path: path.clone(), text: imported.policy }, &path, &[])
+    let compilation = fwc::compile(&fwc::source::OneFile { path: path.clone(), text: imported.policy }, &path, &[])
         .map_err(|error| error.to_string())?;
     if compilation.has_errors() {
         return Err(format!("its rules do not import cleanly:\n{}", compilation.render_diagnostics()));
     }
     Ok(compilation)
-}
-
-/// A file system of one file, for compiling an imported policy.
-struct OneFile {
-    path: PathBuf,
-    text: String,
-}
-
-impl FileSystem for OneFile {
-    fn read(&self, path: &Path) -> std::io::Result<String> {
-        if path == self.path {
-            Ok(self.text.clone())
-        } else {
-            Err(std::io::Error::new(std::io::ErrorKind::NotFound, "an imported policy includes nothing"))
-        }
-    }
-
-    fn glob(&self, _pattern: &str) -> Result<Vec<PathBuf>, String> {
-        Ok(Vec::new())
-    }
 }
 
 /// Established connections to sshd's ports (22, the ports sshd listens on,
