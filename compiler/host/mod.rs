@@ -4,10 +4,12 @@
 //! hands their output here: [`ruleset`] reads dumps into a normal form,
 //! splices in what belongs to other programs (`keep`), and renders restore
 //! files; [`diff`] compares two normal forms chain by chain; [`lockout`]
-//! finds the SSH sessions a policy would cut; [`emergency`] is the ruleset
+//! finds the SSH sessions a policy would cut; [`ipsets`] compares the
+//! address sets a build fills with the live ones; [`emergency`] is the ruleset
 //! of last resort at boot.
 
 pub mod diff;
 pub mod emergency;
+pub mod ipsets;
 pub mod lockout;
 pub mod ruleset;

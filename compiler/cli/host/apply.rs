@@ -3,9 +3,9 @@
 
 use super::backend::Backend;
 use super::exit;
-use super::plan::{load, plan, FamilyPlan, Loaded};
+use super::plan::{load, plan, set_diffs, FamilyPlan, Loaded};
 use super::rollback;
-use super::state::State;
+use super::state::{Files, State};
 use super::HostArgs;
 use fwc::host::lockout::{self, Session};
 use fwc::ir::Family;
@@ -16,7 +16,8 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct ApplyArgs {
-    /// A policy (.fw), or a directory `fwc build` wrote (rules.v4, rules.v6)
+    /// A policy (.fw), or a directory `fwc build` wrote (rules.v4, rules.v6,
+    /// ipsets.restore)
     #[arg(required_unless_present = "boot")]
     pub target: Option<PathBuf>,
     /// Set a `param`: --set NAME=VALUE (repeatable)
@@ -40,12 +41,12 @@ pub struct ApplyArgs {
     pub host: HostArgs,
 }
 
-/// What apply loads: both restore texts, and the compiled policy when there
-/// is one (for the lockout check and its diagnostics).
+/// What apply loads: both restore texts and the address sets, and the
+/// compiled policy when there is one (for the lockout check and its
+/// diagnostics).
 pub struct Build {
     pub name: String,
-    pub v4: String,
-    pub v6: String,
+    pub files: Files,
     pub compilation: Option<Compilation>,
 }
 
@@ -67,12 +68,16 @@ pub fn run(args: &ApplyArgs) -> u8 {
         Err(error) => return fail(exit::REFUSED, &error),
     };
     let backend = args.host.backend;
-    let plans = match plan(backend, [&build.v4, &build.v6], "policy") {
+    let plans = match plan(backend, build.files.rules(), "policy") {
         Ok(plans) => plans,
         Err(error) => return fail(exit::USAGE, &error),
     };
+    let set_diffs = match set_diffs(&build.files.ipsets) {
+        Ok(diffs) => diffs,
+        Err(error) => return fail(exit::USAGE, &error),
+    };
     report_kept(&plans);
-    if plans.iter().all(|plan| plan.diffs.is_empty()) {
+    if plans.iter().all(|plan| plan.diffs.is_empty()) && set_diffs.is_empty() {
         println!("no change: the live rules already are {}'s", build.name);
         return exit::NO_CHANGE;
     }
@@ -82,6 +87,7 @@ pub fn run(args: &ApplyArgs) -> u8 {
                 print!("{}", chain.text);
             }
         }
+        print!("{}", set_diffs.concat());
         if let Some(message) = lockout_check(&build) {
             eprint!("{message}");
             eprintln!("warning: `fwc apply` would refuse these rules without --force");
@@ -96,7 +102,7 @@ pub fn run(args: &ApplyArgs) -> u8 {
         }
     }
     for plan in &plans {
-        if let Err(error) = backend.preflight(plan.family, &backend.render(&plan.target, &[]), args.host.wait) {
+        if let Err(error) = backend.preflight(plan.family, &build.files.ipsets, &backend.render(&plan.target, &[]), args.host.wait) {
             return fail(exit::REFUSED, &format!("refused: the {} rules do not load: {error}", plan.family.name()));
         }
     }
@@ -139,7 +145,7 @@ pub fn run(args: &ApplyArgs) -> u8 {
     } else {
         None
     };
-    match load(backend, &plans, args.host.wait, &state) {
+    match load(backend, &plans, &build.files.ipsets, args.host.wait, &state) {
         Loaded::Done => {}
         Loaded::RolledBack(error) => {
             if !waiting {
@@ -156,11 +162,15 @@ pub fn run(args: &ApplyArgs) -> u8 {
         }
     }
     verify(backend, &plans);
-    if let Err(error) = state.write_build("applied", &build.v4, &build.v6) {
+    if let Err(error) = state.write_build("applied", &build.files) {
         eprintln!("warning: {error}");
     }
     let changed: usize = plans.iter().map(|plan| plan.diffs.len()).sum();
-    println!("applied {}: {changed} chain(s) changed", build.name);
+    if set_diffs.is_empty() {
+        println!("applied {}: {changed} chain(s) changed", build.name);
+    } else {
+        println!("applied {}: {changed} chain(s) changed, address sets updated", build.name);
+    }
     match pending {
         Some(pending) => {
             println!(
@@ -237,7 +247,10 @@ pub fn read_build(target: &Path, params: &[(String, String)]) -> Result<Build, u
                 exit::USAGE
             })
         };
-        return Ok(Build { name, v4: read("rules.v4")?, v6: read("rules.v6")?, compilation: None });
+        // A build written before fwc wrote address sets has no ipsets.restore.
+        let ipsets = if target.join("ipsets.restore").exists() { read("ipsets.restore")? } else { String::new() };
+        let files = Files { v4: read("rules.v4")?, v6: read("rules.v6")?, ipsets };
+        return Ok(Build { name, files, compilation: None });
     }
     let compilation = match fwc::compile(&OsFileSystem, target, params) {
         Ok(compilation) => compilation,
@@ -258,7 +271,8 @@ pub fn read_build(target: &Path, params: &[(String, String)]) -> Result<Build, u
     }
     let outputs = fwc::emit::all(&compilation.lowered.ruleset, &compilation.sources, &name);
     let text = |wanted: &str| outputs.iter().find(|(file, _)| *file == wanted).map(|(_, text)| text.clone()).expect("an output");
-    Ok(Build { name, v4: text("rules.v4"), v6: text("rules.v6"), compilation: Some(compilation) })
+    let files = Files { v4: text("rules.v4"), v6: text("rules.v6"), ipsets: text("ipsets.restore") };
+    Ok(Build { name, files, compilation: Some(compilation) })
 }
 
 /// The SSH sessions in progress, and the report if the build would cut one.
@@ -306,7 +320,7 @@ fn lockout_check(build: &Build) -> Option<String> {
 /// (fwc's own output imports exactly), give the evaluator its IR.
 fn compile_build(build: &Build) -> Result<Compilation, String> {
     let options = fwc::import::Options { fold_ports: false };
-    let imported = fwc::import::import_with(Some(&build.v4), Some(&build.v6), options).map_err(|error| error.to_string())?;
+    let imported = fwc::import::import_with(Some(&build.files.v4), Some(&build.files.v6), options).map_err(|error| error.to_string())?;
     let path = PathBuf::from(format!("{}/rules (imported)", build.name));
     let compilation = fwc::compile(&fwc::source::OneFile { path: path.clone(), text: imported.policy }, &path, &[])
         .map_err(|error| error.to_string())?;

@@ -82,10 +82,22 @@ impl Backend {
     /// `--test` alone does not on the nf_tables backend.
     /// The legacy backend's lock is a file, not a namespace's: the scratch
     /// load waits for it like the real one.
-    pub fn preflight(self, family: Family, text: &str, wait: u32) -> Result<(), String> {
+    /// Address sets are per network namespace: `ipsets` (an `ipset restore`
+    /// file, possibly empty) is loaded into the scratch namespace first.
+    pub fn preflight(self, family: Family, ipsets: &str, text: &str, wait: u32) -> Result<(), String> {
         let program = self.program(family, "restore");
         let mut command = Command::new("unshare");
-        command.arg("--net").arg(&program).arg("-w").arg(wait.to_string());
+        command.arg("--net");
+        let _sets_file;
+        if has_sets(ipsets) {
+            let file = TemporaryFile::write(ipsets)
+                .map_err(|error| format!("cannot write the address sets for the scratch namespace: {error}"))?;
+            command.args(["sh", "-c", "ipset restore -file \"$1\" && exec \"$2\" -w \"$3\"", "fwc-preflight"]);
+            command.arg(&file.0).arg(&program).arg(wait.to_string());
+            _sets_file = file;
+        } else {
+            command.arg(&program).arg("-w").arg(wait.to_string());
+        }
         run(command, Some(text), &format!("unshare --net {program}")).map(drop).map_err(|error| {
             if error.contains("xtables lock") {
                 explain_lock(error, wait)
@@ -94,6 +106,55 @@ impl Backend {
             }
         })
     }
+}
+
+/// Creates, fills and swaps in the address sets of an `ipset restore`
+/// file. Sets are never destroyed: rules loaded before may still use them.
+pub fn load_sets(ipsets: &str) -> Result<(), String> {
+    if !has_sets(ipsets) {
+        return Ok(());
+    }
+    let mut command = Command::new("ipset");
+    command.arg("restore");
+    run(command, Some(ipsets), "ipset restore").map(drop)
+}
+
+/// The live address sets, as `ipset save` prints them; none when there is
+/// no `ipset` program and the build needs none.
+pub fn live_sets(needed: bool) -> Result<String, String> {
+    let mut command = Command::new("ipset");
+    command.arg("save");
+    match run(command, None, "ipset save") {
+        Ok(text) => Ok(text),
+        Err(_) if !needed => Ok(String::new()),
+        Err(error) => Err(format!("cannot read the live address sets: {error}")),
+    }
+}
+
+/// A file only this process reads, removed when dropped.
+struct TemporaryFile(std::path::PathBuf);
+
+impl TemporaryFile {
+    fn write(text: &str) -> std::io::Result<TemporaryFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = std::env::temp_dir().join(format!("fwc-preflight-{}.ipsets", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        let removed_when_dropped = TemporaryFile(path);
+        file.write_all(text.as_bytes())?;
+        Ok(removed_when_dropped)
+    }
+}
+
+impl Drop for TemporaryFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Whether an `ipset restore` file does anything.
+pub fn has_sets(ipsets: &str) -> bool {
+    ipsets.lines().any(|line| !line.trim().is_empty() && !line.starts_with('#'))
 }
 
 /// The xtables lock held too long gets a message that says so.

@@ -2,7 +2,7 @@
 
 use super::apply::read_build;
 use super::exit;
-use super::plan::plan;
+use super::plan::{plan, set_diffs};
 use super::state::State;
 use super::HostArgs;
 use std::path::PathBuf;
@@ -20,15 +20,15 @@ pub struct DiffArgs {
 
 /// Exit 0 in sync, 1 drift, 2 cannot tell.
 pub fn run(args: &DiffArgs) -> u8 {
-    let (name, v4, v6) = match &args.target {
+    let (name, files) = match &args.target {
         Some(target) => match read_build(target, &args.params) {
-            Ok(build) => (build.name, build.v4, build.v6),
+            Ok(build) => (build.name, build.files),
             Err(_) => return 2,
         },
         None => {
             let state = State { dir: args.host.state_dir.clone() };
             match state.build("applied") {
-                Some((v4, v6)) => ("applied".to_string(), v4, v6),
+                Some(files) => ("applied".to_string(), files),
                 None => {
                     eprintln!("error: no applied build in {}: name a policy", state.dir.display());
                     return 2;
@@ -36,14 +36,15 @@ pub fn run(args: &DiffArgs) -> u8 {
             }
         }
     };
-    let plans = match plan(args.host.backend, [&v4, &v6], &name) {
-        Ok(plans) => plans,
+    let (plans, set_diffs) = match plan(args.host.backend, files.rules(), &name).and_then(|plans| Ok((plans, set_diffs(&files.ipsets)?))) {
+        Ok(both) => both,
         Err(error) => {
             eprintln!("error: {error}");
             return 2;
         }
     };
-    let mut drift = false;
+    let mut drift = !set_diffs.is_empty();
+    print!("{}", set_diffs.concat());
     for plan in &plans {
         for chain in &plan.diffs {
             drift = true;

@@ -54,12 +54,26 @@ pub enum Loaded {
     RollbackFailed(String),
 }
 
-/// Loads every family's target; if any load fails, loads every family's
-/// rollback file and re-reads the live rules to prove they are back.
-pub fn load(backend: Backend, plans: &[FamilyPlan], wait: u32, state: &State) -> Loaded {
-    for plan in plans {
-        if let Err(error) = backend.restore(plan.family, &backend.render(&plan.target, &[]), wait) {
-            let error = format!("loading the {} rules failed: {error}", plan.family.name());
+/// The build's address sets against the live ones, as diff lines (empty:
+/// every set the build fills is live with exactly its members).
+pub fn set_diffs(ipsets: &str) -> Result<Vec<String>, String> {
+    let built = fwc::host::ipsets::from_restore(ipsets);
+    let live = fwc::host::ipsets::from_save(&super::backend::live_sets(!built.is_empty())?);
+    Ok(fwc::host::ipsets::diff(&live, &built))
+}
+
+/// Loads the address sets (`ipsets`), then every family's target; if any
+/// load fails, loads every family's rollback file and re-reads the live
+/// rules to prove they are back. Sets stay: the previous rules may use them.
+pub fn load(backend: Backend, plans: &[FamilyPlan], ipsets: &str, wait: u32, state: &State) -> Loaded {
+    let sets = super::backend::load_sets(ipsets).map_err(|error| format!("loading the address sets failed: {error}"));
+    let loads = std::iter::once(sets).chain(plans.iter().map(|plan| {
+        backend
+            .restore(plan.family, &backend.render(&plan.target, &[]), wait)
+            .map_err(|error| format!("loading the {} rules failed: {error}", plan.family.name()))
+    }));
+    for result in loads {
+        if let Err(error) = result {
             let rollbacks: Vec<(Family, String)> = plans.iter().map(|plan| (plan.family, plan.rollback_text(backend))).collect();
             return match roll_back(backend, &rollbacks, wait) {
                 Ok(()) => {

@@ -12,7 +12,7 @@
 use super::backend::Backend;
 use super::exit;
 use super::plan::{load, plan, roll_back, Loaded};
-use super::state::{now, Pending, State};
+use super::state::{now, Files, Pending, State};
 use super::HostArgs;
 use fwc::ir::Family;
 use std::os::unix::process::CommandExt;
@@ -155,21 +155,22 @@ pub fn boot(state: &State, host: &HostArgs) -> u8 {
             return exit::ROLLBACK_FAILED;
         }
     };
-    let emergency = (
-        fwc::host::emergency::restore_text(Family::V4).to_string(),
-        fwc::host::emergency::restore_text(Family::V6).to_string(),
-    );
+    let emergency = Files {
+        v4: fwc::host::emergency::restore_text(Family::V4).to_string(),
+        v6: fwc::host::emergency::restore_text(Family::V6).to_string(),
+        ipsets: String::new(),
+    };
     let candidates = [
         ("the confirmed build", state.build("confirmed")),
         ("the previous build", state.build("previous")),
         ("the emergency ruleset", Some(emergency)),
     ];
     for (index, (name, build)) in candidates.into_iter().enumerate() {
-        let Some((v4, v6)) = build else {
+        let Some(files) = build else {
             eprintln!("error: {name} is missing from {}", state.dir.display());
             continue;
         };
-        match load_build(host.backend, host.wait, state, &v4, &v6) {
+        match load_build(host.backend, host.wait, state, &files) {
             Ok(()) if index == 0 => {
                 println!("loaded {name}");
                 return exit::APPLIED;
@@ -186,12 +187,12 @@ pub fn boot(state: &State, host: &HostArgs) -> u8 {
 }
 
 /// Plans, checks in a scratch namespace, and loads both families or none.
-fn load_build(backend: Backend, wait: u32, state: &State, v4: &str, v6: &str) -> Result<(), String> {
-    let plans = plan(backend, [v4, v6], "boot")?;
+fn load_build(backend: Backend, wait: u32, state: &State, files: &Files) -> Result<(), String> {
+    let plans = plan(backend, files.rules(), "boot")?;
     for plan in &plans {
-        backend.preflight(plan.family, &backend.render(&plan.target, &[]), wait)?;
+        backend.preflight(plan.family, &files.ipsets, &backend.render(&plan.target, &[]), wait)?;
     }
-    match load(backend, &plans, wait, state) {
+    match load(backend, &plans, &files.ipsets, wait, state) {
         Loaded::Done => Ok(()),
         Loaded::RolledBack(error) | Loaded::RollbackFailed(error) => Err(error),
     }

@@ -5,7 +5,7 @@
 //! - `backup.v4`, `backup.v6`: the live rules before the last apply, as
 //!   `iptables-save` printed them; `rollback.v4`, `rollback.v6`: the restore
 //!   files that bring them back (also resetting tables fwc created);
-//! - `applied/`: the last build loaded; `confirmed/`: the last build
+//! - `applied/`: the last build loaded (rules.v4, rules.v6, ipsets.restore); `confirmed/`: the last build
 //!   confirmed (what boot loads); `previous/`: the one before it;
 //! - `pending`: an apply waiting for `fwc confirm` (`id`, `deadline` in
 //!   milliseconds since the epoch);
@@ -130,26 +130,47 @@ impl State {
         }
     }
 
-    /// The build a directory of the state holds: (rules.v4, rules.v6).
-    pub fn build(&self, name: &str) -> Option<(String, String)> {
-        Some((self.read(&format!("{name}/rules.v4"))?, self.read(&format!("{name}/rules.v6"))?))
+    /// The build a directory of the state holds. A build saved before
+    /// fwc wrote address sets has none.
+    pub fn build(&self, name: &str) -> Option<Files> {
+        Some(Files {
+            v4: self.read(&format!("{name}/rules.v4"))?,
+            v6: self.read(&format!("{name}/rules.v6"))?,
+            ipsets: self.read(&format!("{name}/ipsets.restore")).unwrap_or_default(),
+        })
     }
 
-    pub fn write_build(&self, name: &str, v4: &str, v6: &str) -> Result<(), String> {
-        self.write(&format!("{name}/rules.v4"), v4)?;
-        self.write(&format!("{name}/rules.v6"), v6)
+    pub fn write_build(&self, name: &str, files: &Files) -> Result<(), String> {
+        self.write(&format!("{name}/ipsets.restore"), &files.ipsets)?;
+        self.write(&format!("{name}/rules.v4"), &files.v4)?;
+        self.write(&format!("{name}/rules.v6"), &files.v6)
     }
 
     /// The applied build becomes the confirmed one; the confirmed one
     /// becomes the previous one.
     pub fn confirm_applied(&self) -> Result<(), String> {
-        let (v4, v6) = self.build("applied").ok_or("no applied build to confirm")?;
-        if let Some((old4, old6)) = self.build("confirmed") {
-            if (old4.as_str(), old6.as_str()) != (v4.as_str(), v6.as_str()) {
-                self.write_build("previous", &old4, &old6)?;
+        let applied = self.build("applied").ok_or("no applied build to confirm")?;
+        if let Some(old) = self.build("confirmed") {
+            if old != applied {
+                self.write_build("previous", &old)?;
             }
         }
-        self.write_build("confirmed", &v4, &v6)
+        self.write_build("confirmed", &applied)
+    }
+}
+
+/// What apply loads: the rules of both families, and the address sets
+/// (`ipset restore` input, empty when the rules use none) loaded first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Files {
+    pub v4: String,
+    pub v6: String,
+    pub ipsets: String,
+}
+
+impl Files {
+    pub fn rules(&self) -> [&str; 2] {
+        [&self.v4, &self.v6]
     }
 }
 
@@ -198,12 +219,13 @@ mod tests {
     #[test]
     fn confirming_keeps_the_previous_build() {
         let state = temporary_state("confirm");
-        state.write_build("applied", "a4", "a6").unwrap();
+        let files = |v4: &str, v6: &str, ipsets: &str| Files { v4: v4.into(), v6: v6.into(), ipsets: ipsets.into() };
+        state.write_build("applied", &files("a4", "a6", "")).unwrap();
         state.confirm_applied().unwrap();
-        state.write_build("applied", "b4", "b6").unwrap();
+        state.write_build("applied", &files("b4", "b6", "create s hash:net\n")).unwrap();
         state.confirm_applied().unwrap();
-        assert_eq!(state.build("confirmed"), Some(("b4".into(), "b6".into())));
-        assert_eq!(state.build("previous"), Some(("a4".into(), "a6".into())));
+        assert_eq!(state.build("confirmed"), Some(files("b4", "b6", "create s hash:net\n")));
+        assert_eq!(state.build("previous"), Some(files("a4", "a6", "")));
         let _ = std::fs::remove_dir_all(&state.dir);
     }
 }

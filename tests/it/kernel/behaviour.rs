@@ -143,3 +143,20 @@ allow out on eth2 udp 9000 stateful
         blocks(udp(Host, Peer, 9000)),
     ]);
 }
+
+/// Eight blocks: the deny list becomes one rule over an ipset.
+const DENY_LIST: &str = "policy in drop
+ignore no-neighbour-discovery \"IPv4 probes only\"
+deny in from { 198.18.0.2, 198.18.4.0/24, 198.18.6.0/24, 198.18.8.0/24, 198.18.10.0/24, 198.18.12.0/24, 198.18.14.0/24, 198.18.16.0/24 }
+allow in tcp 22
+";
+
+#[test]
+fn a_deny_list_turned_address_set_blocks_its_members_only() {
+    let source = super::support::TempDir::new("deny-list");
+    let built = super::support::build(&source.write("deny.fw", DENY_LIST), &[]).expect("builds");
+    assert!(built.read("rules.v4").unwrap().contains("-m set --match-set fwc-4-1 src -j DROP"), "the list is a set");
+    let lab = Lab::start(DENY_LIST, &[]);
+    // The peer (198.18.0.2) is listed; the backend (198.18.2.2) is not.
+    lab.expect(&[blocks(tcp(Peer, Host, 22).v4()), allows(tcp(Backend, Host, 22).v4())]);
+}

@@ -669,3 +669,93 @@ fn the_if_pre_up_hook_loads_once_and_never_fails_open() {
     let _ = std::fs::remove_file(&mark);
     assert_eq!(code(&ran), 1, "{}", show(&ran));
 }
+
+/// The policy whose nine-block deny list becomes the address set fwc-4-1.
+fn address_sets_policy() -> String {
+    super::support::repo_root().join("tests/cases/ok/address-sets.fw").display().to_string()
+}
+
+/// Whether `ipset test SET ADDRESS` finds the address in the namespace's set.
+fn in_set(host: &Host, set: &str, address: &str) -> bool {
+    let mut command = host.netns.command("ipset");
+    command.args(["test", set, address]);
+    run(&mut command, None, Duration::from_secs(30)).unwrap_or_else(|error| panic!("{error}")).status.success()
+}
+
+#[test]
+fn apply_loads_address_sets_before_the_rules_and_diff_sees_their_members() {
+    let host = Host::new("iptables");
+    let policy = address_sets_policy();
+    let built = super::support::build(Path::new(&policy), &[]).expect("builds");
+    assert!(built.read("rules.v4").unwrap().contains("--match-set fwc-4-1 src -j DROP"), "the policy needs a set");
+
+    let applied = host.fwc(&["apply", &policy, "--confirm", "0"]);
+    assert_eq!(code(&applied), APPLIED, "{}", show(&applied));
+    for family in ["v4", "v6"] {
+        let saved = built.read(&format!("saved.{family}")).expect("saved file");
+        assert_eq!(host.live(family), Rules::parse(&saved).unwrap(), "{family} live = saved.{family}");
+    }
+    assert!(host.state_file("confirmed/ipsets.restore").is_file(), "boot loads the sets too");
+    // The deny list's addresses match the set the DROP rule matches; others
+    // do not (and reach the later rules).
+    assert!(in_set(&host, "fwc-4-1", "198.18.3.77"), "a listed /24");
+    assert!(in_set(&host, "fwc-4-1", "198.18.16.7"), "a listed address");
+    assert!(!in_set(&host, "fwc-4-1", "198.18.2.77"), "a block between the listed ones");
+    assert!(!in_set(&host, "fwc-4-1", "198.18.16.8"), "the address beside the listed one");
+    assert!(!host.netns.exec(&["ipset", "list", "-n"], None).unwrap().contains("-new"), "no temporary set is left");
+
+    for target in [policy.clone(), built.path("rules.v4").parent().unwrap().display().to_string()] {
+        let again = host.fwc(&["apply", &target, "--confirm", "0"]);
+        assert_eq!(code(&again), NO_CHANGE, "{}", show(&again));
+    }
+    let in_sync = host.fwc(&["diff"]);
+    assert_eq!(code(&in_sync), 0, "{}", show(&in_sync));
+
+    // A member taken out of the live set is drift, and apply puts it back.
+    host.netns.exec(&["ipset", "del", "fwc-4-1", "198.18.3.0/24"], None).unwrap();
+    let drift = host.fwc(&["diff"]);
+    assert_eq!(code(&drift), 1, "{}", show(&drift));
+    assert!(drift.stdout.contains("+ set fwc-4-1 198.18.3.0/24"), "{}", show(&drift));
+    let dry = host.fwc(&["apply", &policy, "--dry-run"]);
+    assert!(dry.stdout.contains("+ set fwc-4-1 198.18.3.0/24"), "{}", show(&dry));
+    let repaired = host.fwc(&["apply", &policy, "--confirm", "0"]);
+    assert_eq!(code(&repaired), APPLIED, "{}", show(&repaired));
+    assert!(in_set(&host, "fwc-4-1", "198.18.3.77"));
+
+    // As after a reboot: no rules, no sets. Boot loads the sets first.
+    host.restore("v4", "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
+    host.netns.exec(&["ipset", "destroy", "fwc-4-1"], None).unwrap();
+    let boot = host.fwc(&["apply", "--boot"]);
+    assert_eq!(code(&boot), APPLIED, "{}", show(&boot));
+    assert!(boot.stdout.contains("loaded the confirmed build"), "{}", show(&boot));
+    let saved = built.read("saved.v4").unwrap();
+    assert_eq!(host.live("v4"), Rules::parse(&saved).unwrap());
+    assert!(in_set(&host, "fwc-4-1", "198.18.3.77"));
+}
+
+#[test]
+fn a_failed_load_rolls_back_to_rules_that_use_an_address_set() {
+    let mut host = Host::new("iptables");
+    let sets_policy = address_sets_policy();
+    let applied = host.fwc(&["apply", &sets_policy, "--confirm", "0"]);
+    assert_eq!(code(&applied), APPLIED, "{}", show(&applied));
+    let before = (host.live("v4"), host.live("v6"));
+    // As in a_failing_ip6tables_restore_leaves_both_families_as_before:
+    // call 2 (the real load) loads, then fails.
+    let counter = host.scratch("count");
+    host.shim(
+        "ip6tables-restore",
+        &format!(
+            "#!/bin/sh\nn=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}\nif [ $n -eq 2 ]; then {real} \"$@\"; echo 'shim: failing on purpose' >&2; exit 1; fi\nexec {real} \"$@\"\n",
+            c = counter.display(),
+            real = real("ip6tables-restore")
+        ),
+    );
+    let files = TempDir::new("policies");
+    let other = policy(&files, "other.fw", OTHER_POLICY);
+    let ran = host.fwc(&["apply", &other, "--confirm", "0"]);
+    assert_eq!(code(&ran), ROLLED_BACK, "{}", show(&ran));
+    assert!(ran.stderr.contains("shim: failing on purpose"), "{}", show(&ran));
+    assert_eq!((host.live("v4"), host.live("v6")), before, "the rules using fwc-4-1 are back");
+    assert!(in_set(&host, "fwc-4-1", "198.18.3.77"), "the set they use stays");
+}

@@ -6,8 +6,8 @@
 //!   fd00::2       fd00::1       fd00:0:0:2::1 fd00:0:0:2::2
 //! ```
 //!
-//! The policy is loaded into `host` with iptables-restore and
-//! ip6tables-restore; `peer` and `backend` have no firewall. A test states
+//! The policy is loaded into `host` with ipset restore (its address sets),
+//! iptables-restore and ip6tables-restore; `peer` and `backend` have no firewall. A test states
 //! what should get through:
 //!
 //! ```ignore
@@ -288,6 +288,14 @@ impl Lab {
     }
 
     fn load_policy(&self) {
+        // The address sets the rules match against come first, as with
+        // `fwc apply`.
+        let sets = self.built.read("ipsets.restore").unwrap_or_else(|error| panic!("{error}"));
+        if sets.lines().any(|line| !line.is_empty() && !line.starts_with('#')) {
+            if let Err(error) = self.host.exec(&["ipset", "restore"], Some(sets.as_bytes())) {
+                panic!("loading ipsets.restore into the host namespace: {error}\npolicy:\n{}", self.policy);
+            }
+        }
         for (program, output) in [("iptables-restore", "rules.v4"), ("ip6tables-restore", "rules.v6")] {
             let rules = self.built.read(output).unwrap_or_else(|error| panic!("{error}"));
             if let Err(error) = self.host.exec(&[program], Some(rules.as_bytes())) {
