@@ -41,7 +41,8 @@ pub struct Lowered {
     pub rule_ignores: Vec<(Span, Vec<String>)>,
     /// Every variable, for `expect` lines and queries that use them.
     pub variables: values::Variables,
-    /// The `policy in …` and `policy out …` lines in force.
+    /// The `policy in …` and `policy out …` lines in force (for a stdlib
+    /// module's, the user's `use` line).
     pub policy_spans: (Option<Span>, Option<Span>),
     /// User services no rule uses: name and definition.
     pub unused_services: Vec<(String, Span)>,

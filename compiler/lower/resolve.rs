@@ -187,10 +187,13 @@ pub fn resolve(
                         }
                     }
                 }
-                ast::Statement::Policy(policy) => policies
-                    .entry(policy.direction.value)
-                    .or_default()
-                    .push((policy.accept, policy.span, context.stdlib)),
+                // A stdlib policy line is the user's `use` line that
+                // brought it in, as far as diagnostics are concerned.
+                ast::Statement::Policy(policy) => policies.entry(policy.direction.value).or_default().push((
+                    policy.accept,
+                    if context.stdlib { context.via.first().copied().unwrap_or(policy.span) } else { policy.span },
+                    context.stdlib,
+                )),
                 ast::Statement::KeepChains(patterns) => {
                     resolved.keep_patterns.extend(patterns.iter().map(|pattern| pattern.value.clone()))
                 }
