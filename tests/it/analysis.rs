@@ -254,25 +254,3 @@ fn the_benchmark_policy_of_1000_rules_is_analysed_in_full() {
     assert!(!codes.contains(&fwc::Code::AnalysisIncomplete), "{codes:?}");
     assert!(codes.contains(&fwc::Code::ShadowedRule), "{codes:?}");
 }
-
-/// Times the analyses on the policy named by FWC_ANALYSIS_POLICY (a release
-/// build: `cargo test --release --test it analysis_time -- --ignored --nocapture`).
-#[test]
-#[ignore]
-fn analysis_time() {
-    let Ok(path) = std::env::var("FWC_ANALYSIS_POLICY") else { return };
-    let text = std::fs::read_to_string(&path).expect("policy");
-    let mut sources = fwc::Sources::new();
-    let mut diagnostics = Vec::new();
-    let lowered = fwc::lower::lower(&mut sources, &Memory(text), Path::new("random.fw"), &[], &mut diagnostics).expect("in memory");
-    let ruleset = &lowered.ruleset;
-    let start = std::time::Instant::now();
-    let order = fwc::analysis::order_checks(ruleset, &sources, &fwc::Levels::default());
-    eprintln!("order checks: {:?}, {} diagnostics", start.elapsed(), order.len());
-    let start = std::time::Instant::now();
-    let host = fwc::analysis::host_checks(ruleset, &fwc::analysis::HostContext::default());
-    eprintln!("host checks: {:?}, {} diagnostics", start.elapsed(), host.len());
-    let start = std::time::Instant::now();
-    let unused = fwc::analysis::unused_checks(&lowered, &sources);
-    eprintln!("unused checks: {:?}, {} diagnostics", start.elapsed(), unused.len());
-}
