@@ -9,6 +9,7 @@ use crate::source::{Sources, Span};
 use codespan_reporting::diagnostic as cs;
 use codespan_reporting::files::{self, Files};
 use codespan_reporting::term;
+use std::cell::OnceCell;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
@@ -231,7 +232,7 @@ impl Diagnostic {
 /// Renders diagnostics the way a compiler does: the message, the code, the
 /// lines involved with their labels, then the notes. No colour.
 pub fn render(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
-    let files = SourceFiles(sources);
+    let files = SourceFiles { sources, line_starts: (0..sources.files().len()).map(|_| OnceCell::new()).collect() };
     let config = term::Config::default();
     let mut out = String::new();
     for diagnostic in diagnostics {
@@ -262,8 +263,21 @@ pub fn render(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
     out
 }
 
-/// Adapts [`Sources`] to codespan-reporting's file database.
-struct SourceFiles<'a>(&'a Sources);
+/// Adapts [`Sources`] to codespan-reporting's file database. The line
+/// starts of a file are found once, when a label first needs them: a large
+/// policy with many findings asks for lines thousands of times.
+struct SourceFiles<'a> {
+    sources: &'a Sources,
+    line_starts: Vec<OnceCell<Vec<usize>>>,
+}
+
+impl SourceFiles<'_> {
+    fn line_starts(&self, id: usize) -> Result<&[usize], files::Error> {
+        let text = &self.sources.files().get(id).ok_or(files::Error::FileMissing)?.text;
+        let cell = self.line_starts.get(id).ok_or(files::Error::FileMissing)?;
+        Ok(cell.get_or_init(|| line_starts(text)))
+    }
+}
 
 impl<'a> Files<'a> for SourceFiles<'a> {
     type FileId = usize;
@@ -271,16 +285,16 @@ impl<'a> Files<'a> for SourceFiles<'a> {
     type Source = &'a str;
 
     fn name(&'a self, id: usize) -> Result<&'a str, files::Error> {
-        Ok(&self.0.files().get(id).ok_or(files::Error::FileMissing)?.name)
+        Ok(&self.sources.files().get(id).ok_or(files::Error::FileMissing)?.name)
     }
 
     fn source(&'a self, id: usize) -> Result<&'a str, files::Error> {
-        Ok(&self.0.files().get(id).ok_or(files::Error::FileMissing)?.text)
+        Ok(&self.sources.files().get(id).ok_or(files::Error::FileMissing)?.text)
     }
 
     fn line_index(&'a self, id: usize, byte_index: usize) -> Result<usize, files::Error> {
-        let text = self.source(id)?;
-        Ok(text[..byte_index.min(text.len())].matches('\n').count())
+        // The lines that start at or before the byte, less the first.
+        Ok(self.line_starts(id)?.partition_point(|start| *start <= byte_index) - 1)
     }
 
     fn line_range(
@@ -289,7 +303,7 @@ impl<'a> Files<'a> for SourceFiles<'a> {
         line_index: usize,
     ) -> Result<std::ops::Range<usize>, files::Error> {
         let text = self.source(id)?;
-        let starts = line_starts(text);
+        let starts = self.line_starts(id)?;
         let start = *starts.get(line_index).ok_or(files::Error::LineTooLarge {
             given: line_index,
             max: starts.len() - 1,
