@@ -98,6 +98,22 @@ impl Host {
     }
 
     /// Puts a shell script named `name` in front of `PATH`.
+    /// Shims `program` so that its second call (the real load, after the
+    /// scratch-namespace check) runs `action` (`$real` is the real program)
+    /// and every other call the real program. Gives the call counter file.
+    fn shim_second_call(&mut self, program: &str, action: &str) -> PathBuf {
+        let counter = self.scratch("count");
+        self.shim(
+            program,
+            &format!(
+                "#!/bin/sh\nreal={real}\nn=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}\nif [ $n -eq 2 ]; then {action}; fi\nexec $real \"$@\"\n",
+                c = counter.display(),
+                real = real(program)
+            ),
+        );
+        counter
+    }
+
     fn shim(&mut self, name: &str, script: &str) {
         let directory = self.scratch("bin");
         std::fs::create_dir_all(&directory).expect("shim directory");
@@ -195,15 +211,7 @@ fn a_failing_ip6tables_restore_leaves_both_families_as_before() {
     // Call 1 is the scratch-namespace check, call 2 the real load: it loads
     // the rules, then reports failure, the worst case. Later calls (the
     // rollback) work.
-    let counter = host.scratch("count");
-    host.shim(
-        "ip6tables-restore",
-        &format!(
-            "#!/bin/sh\nn=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}\nif [ $n -eq 2 ]; then {real} \"$@\"; echo 'shim: failing on purpose' >&2; exit 1; fi\nexec {real} \"$@\"\n",
-            c = counter.display(),
-            real = real("ip6tables-restore")
-        ),
-    );
+    let counter = host.shim_second_call("ip6tables-restore", LOAD_THEN_FAIL);
     let files = TempDir::new("policies");
     let web = policy(&files, "web.fw", POLICY);
     let ran = host.fwc(&["apply", &web, "--confirm", "0"]);
@@ -367,6 +375,9 @@ fn the_session_in_ssh_connection_is_checked_too() {
     assert_eq!(code(&ran), APPLIED, "no session, no refusal: {}", show(&ran));
 }
 
+/// A shim action: load the rules, then report failure, the worst case.
+const LOAD_THEN_FAIL: &str = "$real \"$@\"; echo 'shim: failing on purpose' >&2; exit 1";
+
 /// `--force --confirm 2`, the applying process killed by `signal` (to its
 /// whole process group, as a dying SSH session does) in the middle of its
 /// load, IPv4 loaded and IPv6 not: both families come back.
@@ -376,18 +387,8 @@ fn rollback_survives(signal: i32) {
     host.restore("v4", BEFORE_V4);
     host.restore("v6", BEFORE_V6);
     let before = (host.live("v4"), host.live("v6"));
-    {
-        // The real IPv6 load (the second ip6tables-restore) hangs.
-        let counter = host.scratch("count");
-        host.shim(
-            "ip6tables-restore",
-            &format!(
-                "#!/bin/sh\nn=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}\nif [ $n -eq 2 ]; then sleep 60; exit 1; fi\nexec {real} \"$@\"\n",
-                c = counter.display(),
-                real = real("ip6tables-restore")
-            ),
-        );
-    }
+    // The real IPv6 load (the second ip6tables-restore) hangs.
+    host.shim_second_call("ip6tables-restore", "sleep 60; exit 1");
     let files = TempDir::new("policies");
     let cutting = policy(&files, "cut.fw", &format!("{CUTS_SSH}ignore lockout \"the test has no sshd\"\n"));
     let mut command = host.fwc_command(&["apply", &cutting, "--force", "--confirm", "2"]);
@@ -742,15 +743,7 @@ fn a_failed_load_rolls_back_to_rules_that_use_an_address_set() {
     let before = (host.live("v4"), host.live("v6"));
     // As in a_failing_ip6tables_restore_leaves_both_families_as_before:
     // call 2 (the real load) loads, then fails.
-    let counter = host.scratch("count");
-    host.shim(
-        "ip6tables-restore",
-        &format!(
-            "#!/bin/sh\nn=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}\nif [ $n -eq 2 ]; then {real} \"$@\"; echo 'shim: failing on purpose' >&2; exit 1; fi\nexec {real} \"$@\"\n",
-            c = counter.display(),
-            real = real("ip6tables-restore")
-        ),
-    );
+    host.shim_second_call("ip6tables-restore", LOAD_THEN_FAIL);
     let files = TempDir::new("policies");
     let other = policy(&files, "other.fw", OTHER_POLICY);
     let ran = host.fwc(&["apply", &other, "--confirm", "0"]);
