@@ -276,17 +276,9 @@ impl Diagrams {
             let (right_start, right_child) = self.edge_at(right, level, j);
             let child = self.apply(op, left_child, right_child)?;
             self.scratch.push((left_start.max(right_start), child));
-            let next_left = (i + 1 < left_count).then(|| self.edge_at(left, level, i + 1).0);
-            let next_right = (j + 1 < right_count).then(|| self.edge_at(right, level, j + 1).0);
-            match (next_left, next_right) {
-                (None, None) => break,
-                (Some(a), Some(b)) if a == b => {
-                    i += 1;
-                    j += 1;
-                }
-                (Some(a), Some(b)) if a < b => i += 1,
-                (Some(_), None) => i += 1,
-                _ => j += 1,
+            match self.advance((left, left_count), (right, right_count), level, (i, j)) {
+                Some(next) => (i, j) = next,
+                None => break,
             }
         }
         let node = self.make(level, base);
@@ -295,6 +287,21 @@ impl Diagrams {
         }
         self.memo.insert((op, left, right), node);
         Some(node)
+    }
+
+    /// The next pair of edge indexes when walking two nodes' edges at
+    /// `level` side by side (a merge of their interval starts); `None` after
+    /// the last pair.
+    fn advance(&self, (left, left_count): (Node, usize), (right, right_count): (Node, usize), level: usize, (i, j): (usize, usize)) -> Option<(usize, usize)> {
+        let next_left = (i + 1 < left_count).then(|| self.edge_at(left, level, i + 1).0);
+        let next_right = (j + 1 < right_count).then(|| self.edge_at(right, level, j + 1).0);
+        match (next_left, next_right) {
+            (None, None) => None,
+            (Some(a), Some(b)) if a == b => Some((i + 1, j + 1)),
+            (Some(a), Some(b)) if a < b => Some((i + 1, j)),
+            (Some(_), None) => Some((i + 1, j)),
+            _ => Some((i, j + 1)),
+        }
     }
 
     /// How many edges a node has at `level` (one if it does not test it).
@@ -337,17 +344,9 @@ impl Diagrams {
         let (mut i, mut j) = (0, 0);
         loop {
             self.collect(self.edge_at(set, level, i).1, self.edge_at(verdict, level, j).1, seen, out);
-            let next_left = (i + 1 < left_count).then(|| self.edge_at(set, level, i + 1).0);
-            let next_right = (j + 1 < right_count).then(|| self.edge_at(verdict, level, j + 1).0);
-            match (next_left, next_right) {
-                (None, None) => break,
-                (Some(a), Some(b)) if a == b => {
-                    i += 1;
-                    j += 1;
-                }
-                (Some(a), Some(b)) if a < b => i += 1,
-                (Some(_), None) => i += 1,
-                _ => j += 1,
+            match self.advance((set, left_count), (verdict, right_count), level, (i, j)) {
+                Some(next) => (i, j) = next,
+                None => break,
             }
         }
     }
