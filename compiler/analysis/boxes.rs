@@ -100,7 +100,65 @@ impl Intervals {
     pub fn first(&self) -> Option<u128> {
         self.0.first().map(|interval| interval.0)
     }
+
+    pub fn last(&self) -> Option<u128> {
+        self.0.last().map(|interval| interval.1)
+    }
+
+    /// Whether the two sets share a value.
+    pub fn meets(&self, other: &Intervals) -> bool {
+        meets(&self.0, &other.0)
+    }
+
+    /// Whether every value of `other` is in `self`.
+    pub fn includes(&self, other: &Intervals) -> bool {
+        includes(&self.0, &other.0)
+    }
+
+    pub fn contains(&self, value: u128) -> bool {
+        contains(&self.0, value)
+    }
 }
+
+/// Whether two sorted lists of disjoint intervals share a value (a merge).
+pub fn meets(a: &[(u128, u128)], b: &[(u128, u128)]) -> bool {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (x, y) = (a[i], b[j]);
+        if x.0.max(y.0) <= x.1.min(y.1) {
+            return true;
+        }
+        if x.1 < y.1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    false
+}
+
+/// Whether every value of `inner` is in `outer` (sorted, disjoint,
+/// non-adjacent intervals: each of `inner`'s lies in one of `outer`'s).
+pub fn includes(outer: &[(u128, u128)], inner: &[(u128, u128)]) -> bool {
+    let mut i = 0;
+    for &(low, high) in inner {
+        while i < outer.len() && outer[i].1 < low {
+            i += 1;
+        }
+        if i == outer.len() || outer[i].0 > low || outer[i].1 < high {
+            return false;
+        }
+    }
+    true
+}
+
+pub fn contains(intervals: &[(u128, u128)], value: u128) -> bool {
+    let after = intervals.partition_point(|interval| interval.0 <= value);
+    after > 0 && intervals[after - 1].1 >= value
+}
+
+/// One packet: a value per field.
+pub type Point = [u128; FIELDS];
 
 /// A product of one interval set per field. Empty if any field is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -120,6 +178,35 @@ impl PacketBox {
             }
         }
         Some(PacketBox(fields))
+    }
+
+    /// Whether the boxes share a packet (the address fields first: they
+    /// tell most boxes apart).
+    pub fn meets(&self, other: &PacketBox) -> bool {
+        const ORDER: [usize; FIELDS] =
+            [SOURCE, DESTINATION, DESTINATION_PORT, PROTOCOL, STATE, SOURCE_PORT, ICMP_TYPE, IN_INTERFACE, OUT_INTERFACE, TCP_FLAGS, MAC];
+        ORDER.iter().all(|field| self.0[*field].meets(&other.0[*field]))
+    }
+
+    /// Whether every packet of `other` is in `self`.
+    pub fn includes(&self, other: &PacketBox) -> bool {
+        (0..FIELDS).all(|field| self.0[field].includes(&other.0[field]))
+    }
+
+    pub fn contains(&self, point: &Point) -> bool {
+        (0..FIELDS).all(|field| self.0[field].contains(point[field]))
+    }
+
+    /// Its packet of the lowest values in every field, and of the highest;
+    /// `None` for an empty box.
+    pub fn corners(&self) -> Option<[Point; 2]> {
+        let mut low = [0u128; FIELDS];
+        let mut high = [0u128; FIELDS];
+        for field in 0..FIELDS {
+            low[field] = self.0[field].first()?;
+            high[field] = self.0[field].last()?;
+        }
+        Some([low, high])
     }
 
     /// `self − other` as disjoint boxes: for each field in turn, the part of

@@ -16,6 +16,8 @@
 pub mod boxes;
 pub mod diagram;
 pub mod flatten;
+mod index;
+mod local;
 mod order;
 mod host;
 mod unused;
@@ -53,13 +55,13 @@ pub struct RuleFacts {
 /// limit, so the same policy always gets the same diagnostics. The
 /// 1,000-rule benchmark policy spends about a third of it
 /// (docs/performance.md).
-pub const BUDGET: u64 = 2_000_000;
+pub const BUDGET: u64 = 2_000_000_000;
 
 /// Above this many filter rules the order analysis is not attempted:
 /// encoding and flattening alone would take a second at 250,000 rules,
 /// and such a policy's rules that leave the split field open would use the
 /// budget up anyway (docs/performance.md).
-pub const MAX_RULES: usize = 50_000;
+pub const MAX_RULES: usize = 5_000_000;
 
 /// Facts for every IR rule of the filter table (index-aligned), with the
 /// covering rules of every rule.
@@ -73,6 +75,9 @@ pub fn rule_facts(ruleset: &Ruleset) -> Vec<RuleFacts> {
 pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) -> Option<Vec<RuleFacts>> {
     let mut left = budget;
     let mut facts = vec![RuleFacts { redundant: true, ..RuleFacts::default() }; ruleset.rules.len()];
+    let clock = std::time::Instant::now();
+    let debug = std::env::var("FWC_DEBUG_STATS").is_ok();
+    let lap = |what: &str| if debug { eprintln!("{:8.1} ms {what}", clock.elapsed().as_secs_f64() * 1000.0) };
     for (family, indices) in boxes::by_family(ruleset) {
         let filter: Vec<&Rule> =
             indices.iter().map(|index| &ruleset.rules[*index]).filter(|rule| rule.table == Table::Filter).collect();
@@ -82,8 +87,9 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
             .filter(|index| ruleset.rules[**index].table == Table::Filter)
             .map(|index| (*index, encoder.encode(&ruleset.rules[*index].matches)))
             .collect();
-        // Pass 1: who is reached, anywhere. Pass 2: redundancy. Then the
-        // covering rules, from the first place a rule appears.
+        lap("encoded");
+        // Reach and redundancy at every position; then the covering rules,
+        // from the first place a rule appears.
         let mut chains = Vec::new();
         for builtin in [ChainRef::Input, ChainRef::Forward, ChainRef::Output] {
             let flat = flatten::flatten(ruleset, &encoder, family, &builtin, &boxes);
@@ -91,25 +97,24 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
                 Verdict::Accept => Target::Accept,
                 Verdict::Drop => Target::Drop,
             };
-            let chain = order::Chain::forward(ruleset, &encoder, &flat, &policy, left)?;
-            left = chain.left();
-            for item in &chain.items {
-                let fact = &mut facts[item.rule];
+            lap("flattened");
+            let mut chain = local::Chain::new(ruleset, &encoder, &flat, &policy, left);
+            lap("indexed");
+            for position in 0..chain.items.len() {
+                let found = chain.analyse(position)?;
+                let fact = &mut facts[chain.items[position].rule];
                 fact.seen = true;
-                fact.reachable |= !item.reach.is_empty();
-            }
-            chains.push(chain);
-        }
-        for chain in &mut chains {
-            chain.set_left(left);
-            for found in chain.redundancy()? {
-                let fact = &mut facts[chain.items[found.position].rule];
-                fact.redundant &= found.redundant;
-                if found.redundant && fact.same_as.is_empty() {
-                    fact.same_as = found.same_as;
+                fact.reachable |= found.reachable;
+                if let Some((redundant, same_as)) = found.redundancy {
+                    fact.redundant &= redundant;
+                    if redundant && fact.same_as.is_empty() {
+                        fact.same_as = same_as;
+                    }
                 }
             }
-            left = chain.left();
+            left = chain.left;
+            chains.push(chain);
+            lap("analysed");
         }
         for index in indices {
             if !facts[index].seen || facts[index].reachable && !explain_reached {
@@ -117,9 +122,9 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
             }
             'chains: for chain in &mut chains {
                 for position in chain.positions_of(index).to_vec() {
-                    chain.set_left(left);
+                    chain.left = left;
                     let covered_by = chain.covering(position)?;
-                    left = chain.left();
+                    left = chain.left;
                     if !covered_by.is_empty() {
                         facts[index].covered_by = covered_by;
                         break 'chains;
@@ -128,6 +133,8 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
             }
         }
     }
+    lap("covered");
+    if std::env::var("FWC_DEBUG_STATS").is_ok() { local::print_stats(); }
     for fact in &mut facts {
         if !fact.seen || !fact.reachable {
             fact.redundant = false;
@@ -180,6 +187,8 @@ pub fn order_checks(ruleset: &Ruleset, sources: &Sources, levels: &crate::Levels
         });
         entry.rules.push(index);
     }
+    let logging: std::collections::HashSet<Span> =
+        ruleset.rules.iter().filter(|rule| matches!(rule.target, Target::Log { .. })).map(|rule| rule.origin.span).collect();
     let mut diagnostics = Vec::new();
     for source in by_source.values() {
         let seen: Vec<usize> = source.rules.iter().copied().filter(|index| facts[*index].seen).collect();
@@ -219,9 +228,7 @@ pub fn order_checks(ruleset: &Ruleset, sources: &Sources, levels: &crate::Levels
         }
         let deciding: Vec<usize> = seen.iter().copied().filter(|index| decides(&ruleset.rules[*index])).collect();
         // A rule that logs does something even when its verdict is redundant.
-        let logs = ruleset.rules.iter().any(|rule| {
-            rule.origin.span == source.span && matches!(rule.target, Target::Log { .. })
-        });
+        let logs = logging.contains(&source.span);
         if !logs && !deciding.is_empty() && deciding.iter().all(|index| facts[*index].redundant) {
             let same: Vec<usize> = dedup_sources(ruleset, deciding.iter().flat_map(|index| facts[*index].same_as.clone()));
             // Two copies of a rule: the second is the shadowed finding; do not
