@@ -370,13 +370,22 @@ impl<'a> Chain<'a> {
     /// `position`: for each part of its match, those whose boxes meet it, in
     /// order, until together they cover it.
     pub fn covering(&mut self, position: usize) -> Option<Vec<usize>> {
-        let near = self.neighbours(position)?;
-        let split = near.partition_point(|other| *other < position);
-        let earlier = &near[..split];
         let cuts = self.cuts(position);
         if cuts.iter().any(|cut| matches!(cut, Cut::Unknown)) {
+            let near = self.neighbours(position)?;
             return self.exact_covering(position, &near);
         }
+        // The earlier rules to look at: when every part is covered early in
+        // the chain, the positions up to there; otherwise the neighbours.
+        let last = cuts.iter().map(|cut| if let Cut::Covered(cut) = cut { *cut } else { usize::MAX }).max().unwrap_or(0);
+        let earlier: Vec<usize> = if last < WIDE {
+            self.spend(last as u64 + 1)?;
+            (0..=last).filter(|other| self.items[*other].decides).collect()
+        } else {
+            let near = self.neighbours(position)?;
+            let split = near.partition_point(|other| *other < position);
+            near[..split].to_vec()
+        };
         // Every earlier rule that meets a part counts, up to the one that
         // covers it.
         let mut covered_by = Vec::new();
@@ -396,23 +405,49 @@ impl<'a> Chain<'a> {
     }
 
     /// The position and its neighbours, clipped to its match, as a chain of
-    /// their own; and the position's place in it.
-    fn clipped(&self, position: usize, near: &[usize]) -> (Vec<Flat>, usize) {
+    /// their own; and the position's place in it. A neighbour whose clipped
+    /// match equals that of an earlier one on the same side of the position
+    /// (one that always decides, not a copy of the position's rule) is left
+    /// out: the earlier one takes all its packets first. For `covering`,
+    /// which lists every earlier rule that meets the position, the earlier
+    /// neighbours are all kept, and the later ones do not matter.
+    fn clipped(&self, position: usize, near: &[usize], covering: bool) -> (Vec<Flat>, usize) {
         let ours = &self.items[position].parts;
+        let rule = self.items[position].rule;
         let mut flat = Vec::with_capacity(near.len() + 1);
         let split = near.partition_point(|other| *other < position);
+        let mut seen: rustc_hash::FxHashSet<Vec<PacketBox>> = rustc_hash::FxHashSet::default();
+        let mut target = 0;
         for (index, other) in near.iter().enumerate() {
             if index == split {
-                flat.push(Flat { rule: self.items[position].rule, effective: ours.clone() });
+                target = flat.len();
+                flat.push(Flat { rule, effective: ours.clone() });
+                seen.clear();
+                if covering {
+                    break;
+                }
             }
-            let effective =
-                self.items[*other].parts.iter().flat_map(|theirs| ours.iter().filter_map(|part| part.intersect(theirs))).collect();
-            flat.push(Flat { rule: self.items[*other].rule, effective });
+            let item = &self.items[*other];
+            if !covering && index < split && item.limited {
+                continue; // it takes no packet for sure from the position
+            }
+            let effective: Vec<PacketBox> =
+                item.parts.iter().flat_map(|theirs| ours.iter().filter_map(|part| part.intersect(theirs))).collect();
+            if !covering || index > split {
+                if item.rule != rule && seen.contains(&effective) {
+                    continue;
+                }
+                if item.rule != rule && !item.limited {
+                    seen.insert(effective.clone());
+                }
+            }
+            flat.push(Flat { rule: item.rule, effective });
         }
         if split == near.len() {
-            flat.push(Flat { rule: self.items[position].rule, effective: ours.clone() });
+            target = flat.len();
+            flat.push(Flat { rule, effective: ours.clone() });
         }
-        (flat, split)
+        (flat, target)
     }
 
     /// The exact answer from decision diagrams over the neighbours.
@@ -424,22 +459,22 @@ impl<'a> Chain<'a> {
     }
     fn exact_inner(&mut self, position: usize, near: &[usize], redundancy: bool) -> Option<Found> {
         stat(1, near.len() as u64);
-        let (flat, target) = self.clipped(position, near);
-        let mut chain = order::Chain::forward(self.ruleset, self.encoder, &flat, &self.policy, self.left)?;
+        let (flat, target) = self.clipped(position, near, false);
+        let mut chain = order::Chain::forward(self.ruleset, self.encoder, &flat, &self.policy, self.left, target)?;
         let reachable = !chain.items[target].reach.is_empty();
         let mut found = Found { reachable, redundancy: None };
         if reachable && redundancy && chain.items[target].decides {
-            let result = chain.redundancy()?.into_iter().find(|found| found.position == target).expect("reached");
+            let result = chain.redundancy(target)?;
             found.redundancy = Some((result.redundant, result.same_as));
         }
         self.left = chain.left();
-        if std::env::var("FWC_DEBUG_EXACT").is_ok() { let r = &self.ruleset.rules[self.items[position].rule]; eprintln!("exact pos {position} rule {} chain {:?} target {:?} near {} result {} {:?}", self.items[position].rule, r.chain, r.target, near.len(), found.reachable, found.redundancy); }
+        if std::env::var("FWC_DEBUG_EXACT").is_ok() { let r = &self.ruleset.rules[self.items[position].rule]; eprintln!("exact pos {position} rule {} chain {:?} target {:?} near {} clipped {} result {} {:?} left {}", self.items[position].rule, r.chain, r.target, near.len(), flat.len(), found.reachable, found.redundancy, self.left); }
         Some(found)
     }
 
     fn exact_covering(&mut self, position: usize, near: &[usize]) -> Option<Vec<usize>> {
-        let (flat, target) = self.clipped(position, near);
-        let mut chain = order::Chain::forward(self.ruleset, self.encoder, &flat, &self.policy, self.left)?;
+        let (flat, target) = self.clipped(position, near, true);
+        let mut chain = order::Chain::forward(self.ruleset, self.encoder, &flat, &self.policy, self.left, target)?;
         let covered_by = chain.covering(target)?;
         self.left = chain.left();
         Some(covered_by)

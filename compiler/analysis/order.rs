@@ -109,9 +109,9 @@ fn split(flat: &[Flat], maxima: &[u128; FIELDS]) -> (usize, Vec<u128>, u64) {
 }
 
 impl Chain {
-    /// Encodes a flattened chain and runs the forward pass: every
-    /// position's reach. `None` when the budget runs out.
-    pub fn forward(ruleset: &Ruleset, encoder: &Encoder, flat: &[Flat], policy: &Target, budget: u64) -> Option<Chain> {
+    /// Encodes a flattened chain and runs the forward pass up to `target`:
+    /// that position's reach. `None` when the budget runs out.
+    pub fn forward(ruleset: &Ruleset, encoder: &Encoder, flat: &[Flat], policy: &Target, budget: u64, target: usize) -> Option<Chain> {
         let (field, boundaries, covered) = split(flat, &encoder.maxima);
         let order: Vec<usize> = LEVELS.iter().copied().filter(|level| *level != field).collect();
         let mut diagrams = Diagrams::new(order, &encoder.maxima, budget);
@@ -151,7 +151,7 @@ impl Chain {
             });
         }
         let mut chain = Chain { items, diagrams, cells: boundaries.len(), policy_class, positions };
-        chain.reach()?;
+        chain.reach(target)?;
         Some(chain)
     }
 
@@ -165,20 +165,11 @@ impl Chain {
         self.diagrams.left = left;
     }
 
-    fn reach(&mut self) -> Option<()> {
+    /// The reach of the position `target`: its parts minus the union of
+    /// the earlier deciding rules' parts (those that always decide).
+    fn reach(&mut self, target: usize) -> Option<()> {
         let mut decided = vec![EMPTY; self.cells];
-        for item in &mut self.items {
-            for part in &item.parts {
-                for &(start, end) in &part.runs {
-                    self.diagrams.spend((end - start) as u64)?;
-                    for cell in start..end {
-                        let reach = self.diagrams.apply(Op::Difference, part.node, decided[cell])?;
-                        if reach != EMPTY {
-                            item.reach.push((cell, reach));
-                        }
-                    }
-                }
-            }
+        for item in &self.items[..target] {
             if item.decides && !item.limited {
                 for part in &item.parts {
                     for &(start, end) in &part.runs {
@@ -189,32 +180,32 @@ impl Chain {
                 }
             }
         }
+        let item = &mut self.items[target];
+        for part in &item.parts {
+            for &(start, end) in &part.runs {
+                self.diagrams.spend((end - start) as u64)?;
+                for cell in start..end {
+                    let reach = self.diagrams.apply(Op::Difference, part.node, decided[cell])?;
+                    if reach != EMPTY {
+                        item.reach.push((cell, reach));
+                    }
+                }
+            }
+        }
         Some(())
     }
 
-    /// The backward pass: for each reached deciding position, whether
-    /// removing its rule changes no verdict. In position order.
-    pub fn redundancy(&mut self) -> Option<Vec<Redundancy>> {
+    /// The backward pass down to the reached deciding position `target`:
+    /// whether removing its rule changes no verdict.
+    pub fn redundancy(&mut self, target: usize) -> Option<Redundancy> {
         let classes = self.items.iter().map(|item| item.class).collect();
         self.diagrams.set_classes(classes, self.policy_class);
         let mut verdict = vec![POLICY; self.cells];
-        let mut out = Vec::new();
-        for position in (0..self.items.len()).rev() {
+        for position in (target + 1..self.items.len()).rev() {
             let item = &self.items[position];
             if !item.decides {
                 continue;
             }
-            if !item.reach.is_empty() {
-                let (redundant, same_as) = if item.limited {
-                    (false, Vec::new())
-                } else if self.later_copy_overlaps(position)? {
-                    self.scan(position)?
-                } else {
-                    self.decided_later(position, &verdict)?
-                };
-                out.push(Redundancy { position, redundant, same_as });
-            }
-            let item = &self.items[position];
             let op = if item.limited { Op::Limited(item.class) } else { Op::Override(diagram::rule_leaf(position)) };
             for part in &item.parts {
                 for &(start, end) in &part.runs {
@@ -225,8 +216,15 @@ impl Chain {
                 }
             }
         }
-        out.reverse();
-        Some(out)
+        let item = &self.items[target];
+        let (redundant, same_as) = if item.limited {
+            (false, Vec::new())
+        } else if self.later_copy_overlaps(target)? {
+            self.scan(target)?
+        } else {
+            self.decided_later(target, &verdict)?
+        };
+        Some(Redundancy { position: target, redundant, same_as })
     }
 
     /// Redundancy from the verdict diagrams of the positions after this one.
