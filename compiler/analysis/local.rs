@@ -304,19 +304,71 @@ impl<'a> Chain<'a> {
         }
     }
 
+    /// Settles unknown cuts where the earlier rules that cover a part differ
+    /// from it in one field only: they include the part in every other
+    /// field, and the union of their intervals in that field grows, in
+    /// order, until it includes the part's. The rule that completes it is
+    /// the cut if a packet of the part outside the union so far passes
+    /// every rule before it.
+    fn one_field_cuts(&self, position: usize, near: &[usize], cuts: &mut [Cut]) {
+        let earlier = &near[..near.partition_point(|other| *other < position)];
+        let item = &self.items[position];
+        for (index, cut) in cuts.iter_mut().enumerate() {
+            if !matches!(cut, Cut::Unknown) {
+                continue;
+            }
+            let (part, packed) = (&item.parts[index], item.packed[index]);
+            let Some([low, _]) = part.corners() else { continue };
+            'fields: for field in 0..FIELDS {
+                let mut union = Intervals::default();
+                for other in earlier {
+                    let theirs = &self.items[*other];
+                    if theirs.limited {
+                        continue;
+                    }
+                    for their_part in &theirs.packed {
+                        let own = self.arena.field(*their_part, field);
+                        let fits = (0..FIELDS).all(|other_field| {
+                            other_field == field || includes(self.arena.field(*their_part, other_field), self.arena.field(packed, other_field))
+                        });
+                        if !fits || !meets(own, self.arena.field(packed, field)) {
+                            continue;
+                        }
+                        let grown = Intervals::from_unsorted(union.0.iter().chain(own).copied().collect());
+                        if includes(&grown.0, &part.0[field].0) {
+                            let gap = part.0[field].minus(&union, u128::MAX);
+                            let Some(value) = gap.first() else { continue 'fields };
+                            let mut point = low;
+                            point[field] = value;
+                            if self.reaches(&self.holding(&point), *other) {
+                                *cut = Cut::Covered(*other);
+                                break 'fields;
+                            }
+                            continue 'fields;
+                        }
+                        union = grown;
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether the position is reached, and for a reached deciding one
     /// whether it is redundant. `None` when the budget runs out.
     pub fn analyse(&mut self, position: usize) -> Option<Found> {
-        let cuts = self.cuts(position);
+        let mut cuts = self.cuts(position);
+        if cuts.iter().all(|cut| !matches!(cut, Cut::Open(_))) && cuts.iter().any(|cut| matches!(cut, Cut::Unknown)) {
+            let near = self.neighbours(position)?;
+            self.one_field_cuts(position, &near, &mut cuts);
+            if cuts.iter().any(|cut| matches!(cut, Cut::Unknown)) {
+                return self.exact(position, &near, true);
+            }
+        }
         let item = &self.items[position];
         if cuts.iter().all(|cut| matches!(cut, Cut::Covered(_))) {
             return Some(Found { reachable: false, redundancy: None });
         }
         let witnesses: Vec<Point> = cuts.iter().filter_map(|cut| if let Cut::Open(point) = cut { Some(*point) } else { None }).collect();
-        if witnesses.is_empty() {
-            let near = self.neighbours(position)?;
-            return self.exact(position, &near, true);
-        }
         if !item.decides {
             return Some(Found { reachable: true, redundancy: None });
         }
@@ -370,10 +422,13 @@ impl<'a> Chain<'a> {
     /// `position`: for each part of its match, those whose boxes meet it, in
     /// order, until together they cover it.
     pub fn covering(&mut self, position: usize) -> Option<Vec<usize>> {
-        let cuts = self.cuts(position);
+        let mut cuts = self.cuts(position);
         if cuts.iter().any(|cut| matches!(cut, Cut::Unknown)) {
             let near = self.neighbours(position)?;
-            return self.exact_covering(position, &near);
+            self.one_field_cuts(position, &near, &mut cuts);
+            if cuts.iter().any(|cut| matches!(cut, Cut::Unknown)) {
+                return self.exact_covering(position, &near);
+            }
         }
         // The earlier rules to look at: when every part is covered early in
         // the chain, the positions up to there; otherwise the neighbours.
@@ -468,7 +523,7 @@ impl<'a> Chain<'a> {
             found.redundancy = Some((result.redundant, result.same_as));
         }
         self.left = chain.left();
-        if std::env::var("FWC_DEBUG_EXACT").is_ok() { let r = &self.ruleset.rules[self.items[position].rule]; eprintln!("exact pos {position} rule {} chain {:?} target {:?} near {} clipped {} result {} {:?} left {}", self.items[position].rule, r.chain, r.target, near.len(), flat.len(), found.reachable, found.redundancy, self.left); }
+        if std::env::var("FWC_DEBUG_EXACT").is_ok() { let r = &self.ruleset.rules[self.items[position].rule]; eprintln!("exact pos {position} rule {} chain {:?} target {:?} near {} clipped {} result {} {:?} left {}", self.items[position].rule, r.chain, r.target, near.len(), flat.len(), found.reachable, found.redundancy, self.left); if !found.reachable && std::env::var("FWC_DEBUG_PARTS").is_ok() { eprintln!("  parts {:?}\n  near0 {:?}", self.items[position].parts, near.iter().take(3).map(|o| (self.ruleset.rules[self.items[*o].rule].target.clone(), &self.items[*o].parts)).collect::<Vec<_>>()); } }
         Some(found)
     }
 
