@@ -36,6 +36,12 @@ const TRIES: usize = 8;
 /// that follow it, this many at most, rather than among all it meets.
 const WIDE: usize = 4096;
 
+/// The most work (rules times values) a line through a corner may take.
+const LINE: usize = 1 << 16;
+
+/// The most base points of a box lines are drawn through.
+const BASES: usize = 64;
+
 pub struct Item {
     pub rule: usize,
     pub parts: Vec<PacketBox>,
@@ -96,6 +102,31 @@ impl Arena {
     fn includes(&self, outer: Packed, inner: Packed) -> bool {
         (0..FIELDS).all(|field| includes(self.field(outer, field), self.field(inner, field)))
     }
+}
+
+/// Points of a box to draw lines through: every combination of its
+/// intervals' low ends, when there are at most `BASES` of them; otherwise
+/// its two corners.
+fn bases(part: &PacketBox) -> Vec<Point> {
+    let combinations = part.0.iter().try_fold(1usize, |count, field| count.checked_mul(field.0.len()).filter(|count| *count <= BASES));
+    let Some(corners) = part.corners() else { return Vec::new() };
+    if combinations.is_none() {
+        return corners.to_vec();
+    }
+    let mut points = vec![corners[0]];
+    for field in 0..FIELDS {
+        let mut more = Vec::with_capacity(points.len() * part.0[field].0.len());
+        for point in &points {
+            for &(low, _) in &part.0[field].0 {
+                let mut point = *point;
+                point[field] = low;
+                more.push(point);
+            }
+        }
+        points = more;
+    }
+    points.push(corners[1]);
+    points
 }
 
 /// What the earlier deciding rules do to one part (box) of a position's
@@ -415,7 +446,63 @@ impl<'a> Chain<'a> {
             Some(near) => near,
             None => self.neighbours(position)?,
         };
+        if self.line_witness(position, &near) {
+            return not_redundant;
+        }
         self.exact(position, &near, true)
+    }
+
+    /// Whether a packet on a line through a base point of the position's
+    /// match (one field varies; see `bases`) shows that the rule counts. Along the line, the
+    /// rules that hold the rest of the corner change only where one of
+    /// their intervals in that field begins or ends, so trying the values
+    /// there (and where the match's own intervals begin) tries every
+    /// packet of the line that matters.
+    fn line_witness(&self, position: usize, near: &[usize]) -> bool {
+        let item = &self.items[position];
+        for part in &item.parts {
+            for corner in bases(part) {
+                for field in 0..FIELDS {
+                    let mut holders = Vec::new();
+                    let mut values: Vec<u128> = part.0[field].0.iter().map(|interval| interval.0).collect();
+                    for other in near {
+                        for their_part in &self.items[*other].packed {
+                            let holds_rest = (0..FIELDS)
+                                .all(|other_field| other_field == field || contains(self.arena.field(*their_part, other_field), corner[other_field]));
+                            if holds_rest {
+                                holders.push(*other);
+                                for &(low, high) in self.arena.field(*their_part, field) {
+                                    values.push(low);
+                                    values.extend(high.checked_add(1));
+                                }
+                            }
+                        }
+                    }
+                    holders.dedup();
+                    if holders.len().saturating_mul(values.len()) > LINE {
+                        continue;
+                    }
+                    values.sort_unstable();
+                    values.dedup();
+                    for value in values {
+                        if !part.0[field].contains(value) {
+                            continue;
+                        }
+                        let mut point = corner;
+                        point[field] = value;
+                        let holding: Vec<usize> = holders
+                            .iter()
+                            .copied()
+                            .filter(|other| self.items[*other].packed.iter().any(|theirs| self.arena.contains(*theirs, &point)))
+                            .collect();
+                        if self.reaches(&holding, position) && self.verdict_without(position, &holding) != Some(item.class) {
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        false
     }
 
     /// The earlier deciding rules that take packets of the rule at
