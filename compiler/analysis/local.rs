@@ -594,13 +594,6 @@ impl<'a> Chain<'a> {
 
     /// The exact answer from decision diagrams over the neighbours.
     fn exact(&mut self, position: usize, near: &[usize], redundancy: bool) -> Option<Found> {
-        let clock = std::time::Instant::now();
-        let r = self.exact_inner(position, near, redundancy);
-        stat(3, clock.elapsed().as_nanos() as u64);
-        r
-    }
-    fn exact_inner(&mut self, position: usize, near: &[usize], redundancy: bool) -> Option<Found> {
-        stat(1, near.len() as u64);
         let (flat, target) = self.clipped(position, near, false);
         let mut chain = order::Chain::forward(self.ruleset, self.encoder, &flat, &self.policy, self.left, target)?;
         let reachable = !chain.items[target].reach.is_empty();
@@ -610,7 +603,6 @@ impl<'a> Chain<'a> {
             found.redundancy = Some((result.redundant, result.same_as));
         }
         self.left = chain.left();
-        if std::env::var("FWC_DEBUG_EXACT").is_ok() { let r = &self.ruleset.rules[self.items[position].rule]; eprintln!("exact pos {position} rule {} chain {:?} target {:?} near {} clipped {} result {} {:?} left {}", self.items[position].rule, r.chain, r.target, near.len(), flat.len(), found.reachable, found.redundancy, self.left); if !found.reachable && std::env::var("FWC_DEBUG_PARTS").is_ok() { eprintln!("  parts {:?}\n  near0 {:?}", self.items[position].parts, near.iter().take(3).map(|o| (self.ruleset.rules[self.items[*o].rule].target.clone(), &self.items[*o].parts)).collect::<Vec<_>>()); } }
         Some(found)
     }
 
@@ -623,12 +615,3 @@ impl<'a> Chain<'a> {
     }
 }
 
-pub static STATS: [std::sync::atomic::AtomicU64; 8] = [const { std::sync::atomic::AtomicU64::new(0) }; 8];
-fn stat(which: usize, amount: u64) {
-    STATS[2 * which].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    STATS[2 * which + 1].fetch_add(amount, std::sync::atomic::Ordering::Relaxed);
-}
-pub fn print_stats() {
-    let v: Vec<u64> = STATS.iter().map(|s| s.load(std::sync::atomic::Ordering::Relaxed)).collect();
-    eprintln!("candidates {} neighbours queries {} found {}; neighbours ns {} exact {} ns {}", v[0], v[2], v[3], v[5], v[6], v[7]);
-}

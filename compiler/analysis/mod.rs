@@ -9,9 +9,11 @@
 //!
 //! Both work over a flattened chain (`flatten.rs`, rules' matches as boxes
 //! from `boxes.rs`): a rule's *reach* is its effective match minus
-//! everything decided before it. `order.rs` computes reaches and
-//! redundancy with decision diagrams (`diagram.rs`) per cell of one split
-//! field. See docs/ARCHITECTURE.md for the algorithm and its cost.
+//! everything decided before it. `local.rs` analyses each position against
+//! the rules that meet it (found with `index.rs`): single packets settle
+//! most answers, and `order.rs` decides the rest exactly with decision
+//! diagrams (`diagram.rs`) over those rules alone. See docs/ARCHITECTURE.md
+//! for the algorithm and its cost.
 
 pub mod boxes;
 pub mod diagram;
@@ -47,21 +49,20 @@ pub struct RuleFacts {
     pub same_as: Vec<usize>,
 }
 
-/// How many diagram operations (edges visited) the order analysis may
-/// spend. Exact analysis can blow up on a policy built for it (any exact
-/// method can), and rules that leave the split field open cost one
-/// operation per cell in every pass; past this budget the analysis stops
-/// and says so rather than hold up a build. Deterministic, unlike a time
-/// limit, so the same policy always gets the same diagnostics. The
-/// 1,000-rule benchmark policy spends about a third of it
-/// (docs/performance.md).
-pub const BUDGET: u64 = 2_000_000_000;
+/// How many steps (neighbours looked at, diagram edges visited) the order
+/// analysis may spend. Exact analysis can blow up on a policy built for it
+/// (any exact method can): a rule that meets thousands of others and that
+/// no single packet shows reached, or counting, is decided by diagrams over
+/// all of them. Past this budget the analysis stops and says so rather
+/// than hold up a build. Deterministic, unlike a time limit, so the same
+/// policy always gets the same diagnostics. The generated 10,000-rule
+/// benchmark policies spend 6 to 99 million (docs/performance.md).
+pub const BUDGET: u64 = 300_000_000;
 
-/// Above this many filter rules the order analysis is not attempted:
-/// encoding and flattening alone would take a second at 250,000 rules,
-/// and such a policy's rules that leave the split field open would use the
-/// budget up anyway (docs/performance.md).
-pub const MAX_RULES: usize = 5_000_000;
+/// Above this many filter rules the order analysis is not attempted: the
+/// generated 100,000-rule policy (261,000 kernel rules) would need minutes
+/// and gigabytes (docs/performance.md).
+pub const MAX_RULES: usize = 100_000;
 
 /// Facts for every IR rule of the filter table (index-aligned), with the
 /// covering rules of every rule.
@@ -75,9 +76,6 @@ pub fn rule_facts(ruleset: &Ruleset) -> Vec<RuleFacts> {
 pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) -> Option<Vec<RuleFacts>> {
     let mut left = budget;
     let mut facts = vec![RuleFacts { redundant: true, ..RuleFacts::default() }; ruleset.rules.len()];
-    let clock = std::time::Instant::now();
-    let debug = std::env::var("FWC_DEBUG_STATS").is_ok();
-    let lap = |what: &str| if debug { eprintln!("{:8.1} ms {what}", clock.elapsed().as_secs_f64() * 1000.0) };
     for (family, indices) in boxes::by_family(ruleset) {
         let filter: Vec<&Rule> =
             indices.iter().map(|index| &ruleset.rules[*index]).filter(|rule| rule.table == Table::Filter).collect();
@@ -87,7 +85,6 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
             .filter(|index| ruleset.rules[**index].table == Table::Filter)
             .map(|index| (*index, encoder.encode(&ruleset.rules[*index].matches)))
             .collect();
-        lap("encoded");
         // Reach and redundancy at every position; then the covering rules,
         // from the first place a rule appears.
         let mut chains = Vec::new();
@@ -97,9 +94,7 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
                 Verdict::Accept => Target::Accept,
                 Verdict::Drop => Target::Drop,
             };
-            lap("flattened");
             let mut chain = local::Chain::new(ruleset, &encoder, &flat, &policy, left);
-            lap("indexed");
             for position in 0..chain.items.len() {
                 let found = chain.analyse(position)?;
                 let fact = &mut facts[chain.items[position].rule];
@@ -114,7 +109,6 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
             }
             left = chain.left;
             chains.push(chain);
-            lap("analysed");
         }
         for index in indices {
             if !facts[index].seen || facts[index].reachable && !explain_reached {
@@ -133,8 +127,6 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
             }
         }
     }
-    lap("covered");
-    if std::env::var("FWC_DEBUG_STATS").is_ok() { local::print_stats(); }
     for fact in &mut facts {
         if !fact.seen || !fact.reachable {
             fact.redundant = false;
@@ -156,6 +148,11 @@ struct SourceRule {
 
 /// Shadowed and redundant rules, as diagnostics at the rules as written.
 pub fn order_checks(ruleset: &Ruleset, sources: &Sources, levels: &crate::Levels) -> Vec<Diagnostic> {
+    order_checks_within(ruleset, sources, levels, BUDGET)
+}
+
+/// `order_checks` with a budget of its own (tests use a small one).
+pub fn order_checks_within(ruleset: &Ruleset, sources: &Sources, levels: &crate::Levels, budget: u64) -> Vec<Diagnostic> {
     let filter_rules = ruleset.rules.iter().filter(|rule| rule.table == Table::Filter).count();
     if !levels.enabled(Code::ShadowedRule) && !levels.enabled(Code::RedundantRule) && !levels.enabled(Code::ConflictingRules) {
         return Vec::new();
@@ -163,13 +160,13 @@ pub fn order_checks(ruleset: &Ruleset, sources: &Sources, levels: &crate::Levels
     let facts = if filter_rules > MAX_RULES {
         None
     } else {
-        rule_facts_within(ruleset, BUDGET, levels.enabled(Code::ConflictingRules))
+        rule_facts_within(ruleset, budget, levels.enabled(Code::ConflictingRules))
     };
     let Some(facts) = facts else {
         return vec![Diagnostic::new(
             Code::AnalysisIncomplete,
             format!(
-                "the order analysis did not finish ({filter_rules} kernel rules; limits {MAX_RULES} rules, {BUDGET} diagram operations): shadowed and redundant rules are not reported"
+                "the order analysis did not finish ({filter_rules} kernel rules; limits {MAX_RULES} rules, {budget} steps): shadowed and redundant rules are not reported"
             ),
         )
         .note("rules that leave addresses or ports open, between many rules that name them, make the exact analysis expensive; fwc test still checks every expectation")];

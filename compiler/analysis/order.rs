@@ -1,4 +1,6 @@
-//! The order analysis of one flattened chain, over decision diagrams.
+//! The exact order analysis of one position of a chain, over decision
+//! diagrams. `local.rs` runs it on the position and the rules that meet
+//! it, clipped to its match, when no single packet settles the answer.
 //!
 //! One field, the *split field*, is cut into elementary intervals (cells)
 //! at every boundary any rule of the chain has in it; a rule covers a few
@@ -8,7 +10,7 @@
 //! packet. A rule's reach in a cell is its own diagram minus the cell's
 //! union; it is redundant when, over its reach, every packet's next
 //! decision has its verdict. Cost: for each rule, one memoised diagram
-//! operation per cell it covers (see docs/ARCHITECTURE.md).
+//! operation per cell it covers, in each pass (see docs/ARCHITECTURE.md).
 
 use super::boxes::*;
 use super::diagram::{self, Diagrams, Node, Op, EMPTY, POLICY};
@@ -49,7 +51,6 @@ pub struct Item {
 
 /// What the backward pass found about one reached deciding position.
 pub struct Redundancy {
-    pub position: usize,
     pub redundant: bool,
     /// Later rules that decide the reach, in order (none: the policy).
     pub same_as: Vec<usize>,
@@ -160,11 +161,6 @@ impl Chain {
         self.diagrams.left
     }
 
-    /// Hands the chain what is left of the budget shared with the others.
-    pub fn set_left(&mut self, left: u64) {
-        self.diagrams.left = left;
-    }
-
     /// The reach of the position `target`: its parts minus the union of
     /// the earlier deciding rules' parts (those that always decide).
     fn reach(&mut self, target: usize) -> Option<()> {
@@ -224,7 +220,7 @@ impl Chain {
         } else {
             self.decided_later(target, &verdict)?
         };
-        Some(Redundancy { position: target, redundant, same_as })
+        Some(Redundancy { redundant, same_as })
     }
 
     /// Redundancy from the verdict diagrams of the positions after this one.
@@ -321,11 +317,6 @@ impl Chain {
             return Some((false, Vec::new()));
         }
         Some((true, same_as))
-    }
-
-    /// Positions of a rule in this chain, in order.
-    pub fn positions_of(&self, rule: usize) -> &[usize] {
-        self.positions.get(&rule).map_or(&[][..], Vec::as_slice)
     }
 
     /// Earlier deciding rules that take packets of the rule at `position`:
