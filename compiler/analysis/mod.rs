@@ -169,7 +169,7 @@ pub fn order_checks_within(ruleset: &Ruleset, sources: &Sources, levels: &crate:
                 "the order analysis did not finish ({filter_rules} kernel rules; limits {MAX_RULES} rules, {budget} steps): shadowed and redundant rules are not reported"
             ),
         )
-        .note("rules that leave addresses or ports open, between many rules that name them, make the exact analysis expensive; fwc test still checks every expectation")];
+        .note("a rule that meets thousands of others, and that no single packet shows reached or counting, makes the exact analysis expensive; fwc test still checks every expectation")];
     };
     let mut by_source: BTreeMap<(Span, Vec<Span>), SourceRule> = BTreeMap::new();
     for (index, rule) in ruleset.rules.iter().enumerate() {
