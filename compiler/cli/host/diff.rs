@@ -21,7 +21,7 @@ pub struct DiffArgs {
 /// Exit 0 in sync, 1 drift, 2 cannot tell.
 pub fn run(args: &DiffArgs) -> u8 {
     let (name, files) = match &args.target {
-        Some(target) => match read_build(target, &args.params) {
+        Some(target) => match read_build(args.host.backend, target, &args.params) {
             Ok(build) => (build.name, build.files),
             Err(_) => return 2,
         },
@@ -36,7 +36,8 @@ pub fn run(args: &DiffArgs) -> u8 {
             }
         }
     };
-    let (plans, set_diffs) = match plan(args.host.backend, files.rules(), &name).and_then(|plans| Ok((plans, set_diffs(&files.ipsets)?))) {
+    let backend = args.host.backend;
+    let (plans, set_diffs) = match plan(backend, &files, &name).and_then(|plans| Ok((plans, set_diffs(backend, &files.ipsets)?))) {
         Ok(both) => both,
         Err(error) => {
             eprintln!("error: {error}");
@@ -50,7 +51,7 @@ pub fn run(args: &DiffArgs) -> u8 {
             drift = true;
             print!("{}", chain.text);
         }
-        let family = plan.family.name();
+        let family = plan.part.name();
         for chain in &plan.unmanaged.chains {
             eprintln!("note: {family} {chain}: unmanaged (another program's chain)");
         }

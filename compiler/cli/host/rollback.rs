@@ -84,10 +84,10 @@ pub fn daemon(host: &HostArgs, id: &str) -> u8 {
         return exit::APPLIED;
     }
     let mut rollbacks = Vec::new();
-    for family in Family::BOTH {
-        let name = format!("rollback.{}", super::apply::family_suffix(family));
+    for &part in host.backend.parts() {
+        let name = format!("rollback.{}", part.suffix());
         match state.read(&name) {
-            Some(text) => rollbacks.push((family, text)),
+            Some(text) => rollbacks.push((part, text)),
             None => {
                 state.log(&format!("ROLLBACK FAILED: {} is missing", state.path(&name).display()));
                 return exit::ROLLBACK_FAILED;
@@ -97,7 +97,7 @@ pub fn daemon(host: &HostArgs, id: &str) -> u8 {
     match roll_back(host.backend, &rollbacks, host.wait) {
         Ok(()) => {
             state.remove("pending");
-            state.log("not confirmed in time: the previous rules are back, both families (checked)");
+            state.log(&format!("not confirmed in time: the previous rules are back, {} (checked)", parts_named(host.backend)));
             exit::ROLLED_BACK
         }
         Err(error) => {
@@ -159,6 +159,7 @@ pub fn boot(state: &State, host: &HostArgs) -> u8 {
         v4: fwc::host::emergency::restore_text(Family::V4).to_string(),
         v6: fwc::host::emergency::restore_text(Family::V6).to_string(),
         ipsets: String::new(),
+        nft: fwc::host::emergency::nft_text(),
     };
     let candidates = [
         ("the confirmed build", state.build("confirmed")),
@@ -186,11 +187,19 @@ pub fn boot(state: &State, host: &HostArgs) -> u8 {
     exit::ROLLBACK_FAILED
 }
 
-/// Plans, checks in a scratch namespace, and loads both families or none.
+/// What a rollback brings back, for messages.
+pub fn parts_named(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Nft => "table inet fwc",
+        _ => "both families",
+    }
+}
+
+/// Plans, checks in a scratch namespace, and loads every part or none.
 fn load_build(backend: Backend, wait: u32, state: &State, files: &Files) -> Result<(), String> {
-    let plans = plan(backend, files.rules(), "boot")?;
-    for plan in &plans {
-        backend.preflight(plan.family, &files.ipsets, &backend.render(&plan.target, &[]), wait)?;
+    let plans = plan(backend, files, "boot")?;
+    for plan in plans.iter().filter(|plan| !plan.checked) {
+        backend.preflight(plan.part, &files.ipsets, &plan.load_text, wait)?;
     }
     match load(backend, &plans, &files.ipsets, wait, state) {
         Loaded::Done => Ok(()),

@@ -4,9 +4,12 @@
 //! - `lock`: held (flock) by whoever changes the rules or the state;
 //! - `backup.v4`, `backup.v6`: the live rules before the last apply, as
 //!   `iptables-save` printed them; `rollback.v4`, `rollback.v6`: the restore
-//!   files that bring them back (also resetting tables fwc created);
-//! - `applied/`: the last build loaded (rules.v4, rules.v6, ipsets.restore); `confirmed/`: the last build
-//!   confirmed (what boot loads); `previous/`: the one before it;
+//!   files that bring them back (also resetting tables fwc created); with
+//!   the nft backend `backup.nft` (`nft list table inet fwc`, empty when
+//!   there was none) and `rollback.nft`;
+//! - `applied/`: the last build loaded (rules.v4, rules.v6, ipsets.restore,
+//!   rules.nft); `confirmed/`: the last build confirmed (what boot loads);
+//!   `previous/`: the one before it;
 //! - `pending`: an apply waiting for `fwc confirm` (`id`, `deadline` in
 //!   milliseconds since the epoch);
 //! - `rollback.log`: what the rollback process did.
@@ -14,6 +17,8 @@
 //! Every file is written to a temporary name, synced and renamed, with mode
 //! 0600: a crash leaves the old file or the new one, never half of one.
 
+use super::backend::Part;
+use fwc::ir::Family;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -131,17 +136,19 @@ impl State {
     }
 
     /// The build a directory of the state holds. A build saved before
-    /// fwc wrote address sets has none.
+    /// fwc wrote address sets, or rules.nft, has none.
     pub fn build(&self, name: &str) -> Option<Files> {
         Some(Files {
             v4: self.read(&format!("{name}/rules.v4"))?,
             v6: self.read(&format!("{name}/rules.v6"))?,
             ipsets: self.read(&format!("{name}/ipsets.restore")).unwrap_or_default(),
+            nft: self.read(&format!("{name}/rules.nft")).unwrap_or_default(),
         })
     }
 
     pub fn write_build(&self, name: &str, files: &Files) -> Result<(), String> {
         self.write(&format!("{name}/ipsets.restore"), &files.ipsets)?;
+        self.write(&format!("{name}/rules.nft"), &files.nft)?;
         self.write(&format!("{name}/rules.v4"), &files.v4)?;
         self.write(&format!("{name}/rules.v6"), &files.v6)
     }
@@ -160,17 +167,24 @@ impl State {
 }
 
 /// What apply loads: the rules of both families, and the address sets
-/// (`ipset restore` input, empty when the rules use none) loaded first.
+/// (`ipset restore` input, empty when the rules use none) loaded first;
+/// or, with the nft backend, rules.nft (empty when the build has none).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Files {
     pub v4: String,
     pub v6: String,
     pub ipsets: String,
+    pub nft: String,
 }
 
 impl Files {
-    pub fn rules(&self) -> [&str; 2] {
-        [&self.v4, &self.v6]
+    /// The file that loads a part.
+    pub fn text(&self, part: Part) -> &str {
+        match part {
+            Part::Family(Family::V4) => &self.v4,
+            Part::Family(Family::V6) => &self.v6,
+            Part::Nft => &self.nft,
+        }
     }
 }
 
@@ -219,7 +233,7 @@ mod tests {
     #[test]
     fn confirming_keeps_the_previous_build() {
         let state = temporary_state("confirm");
-        let files = |v4: &str, v6: &str, ipsets: &str| Files { v4: v4.into(), v6: v6.into(), ipsets: ipsets.into() };
+        let files = |v4: &str, v6: &str, ipsets: &str| Files { v4: v4.into(), v6: v6.into(), ipsets: ipsets.into(), nft: format!("# {v4}\n") };
         state.write_build("applied", &files("a4", "a6", "")).unwrap();
         state.confirm_applied().unwrap();
         state.write_build("applied", &files("b4", "b6", "create s hash:net\n")).unwrap();
