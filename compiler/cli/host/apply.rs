@@ -3,7 +3,7 @@
 
 use super::backend::Backend;
 use super::exit;
-use super::plan::{load, plan, set_diffs, Loaded, Plan};
+use super::plan::{load, plan, set_diffs, Loaded, Plan, PlanError};
 use super::rollback;
 use super::state::{Files, State};
 use super::HostArgs;
@@ -68,7 +68,8 @@ pub fn run(args: &ApplyArgs) -> u8 {
     };
     let plans = match plan(backend, &build.files, "policy") {
         Ok(plans) => plans,
-        Err(error) => return fail(exit::USAGE, &error),
+        Err(PlanError::Unreadable(error)) => return fail(exit::USAGE, &error),
+        Err(PlanError::Refused(error)) => return fail(exit::REFUSED, &format!("refused: {error}")),
     };
     let set_diffs = match set_diffs(backend, &build.files.ipsets) {
         Ok(diffs) => diffs,

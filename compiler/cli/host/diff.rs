@@ -37,7 +37,8 @@ pub fn run(args: &DiffArgs) -> u8 {
         }
     };
     let backend = args.host.backend;
-    let (plans, set_diffs) = match plan(backend, &files, &name).and_then(|plans| Ok((plans, set_diffs(backend, &files.ipsets)?))) {
+    let planned = plan(backend, &files, &name).map_err(|error| error.to_string());
+    let (plans, set_diffs) = match planned.and_then(|plans| Ok((plans, set_diffs(backend, &files.ipsets)?))) {
         Ok(both) => both,
         Err(error) => {
             eprintln!("error: {error}");

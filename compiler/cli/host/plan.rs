@@ -25,16 +25,42 @@ pub struct Plan {
     pub diffs: Vec<ChainDiff>,
 }
 
+/// Why there is no plan.
+#[derive(Debug)]
+pub enum PlanError {
+    /// The live rules or the build cannot be read.
+    Unreadable(String),
+    /// The kernel refuses the build: reading an nft build loads it into a
+    /// scratch namespace, which is its pre-flight.
+    Refused(String),
+}
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlanError::Unreadable(error) | PlanError::Refused(error) => f.write_str(error),
+        }
+    }
+}
+
 /// Plans every part of the backend from the build's files.
-pub fn plan(backend: Backend, files: &Files, wanted_name: &str) -> Result<Vec<Plan>, String> {
+pub fn plan(backend: Backend, files: &Files, wanted_name: &str) -> Result<Vec<Plan>, PlanError> {
     let mut plans = Vec::new();
     for &part in backend.parts() {
         let text = files.text(part);
         if text.is_empty() && part == Part::Nft {
-            return Err(format!("{wanted_name} has no rules.nft (built by an older fwc?): run `fwc build` again"));
+            return Err(PlanError::Unreadable(format!("{wanted_name} has no rules.nft (built by an older fwc?): run `fwc build` again")));
         }
-        let live = backend.dump(part)?;
-        let built = backend.normalise(part, text).map_err(|error| format!("the {} build does not read: {error}", part.name()))?;
+        let live = backend.dump(part).map_err(PlanError::Unreadable)?;
+        let checked = part == Part::Nft;
+        let built = backend.normalise(part, text).map_err(|error| {
+            let error = format!("the {} build does not read: {error}", part.name());
+            if checked {
+                PlanError::Refused(error)
+            } else {
+                PlanError::Unreadable(error)
+            }
+        })?;
         let keep = Keep::from_restore(text);
         let (target, kept) = splice(&built, &live.rules, &keep);
         let owned: Vec<String> = built.tables.keys().cloned().collect();
@@ -45,7 +71,7 @@ pub fn plan(backend: Backend, files: &Files, wanted_name: &str) -> Result<Vec<Pl
         let diffs = diff(&live_view, &target_view, &format!("live {}", part.name()), &format!("{wanted_name} {}", part.name()));
         let load_text = backend.load_text(part, &target, text);
         let rollback_text = backend.rollback_text(part, &live, &target);
-        plans.push(Plan { part, live, target, load_text, rollback_text, checked: part == Part::Nft, kept, unmanaged, diffs });
+        plans.push(Plan { part, live, target, load_text, rollback_text, checked, kept, unmanaged, diffs });
     }
     Ok(plans)
 }

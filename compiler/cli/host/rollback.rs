@@ -197,7 +197,7 @@ pub fn parts_named(backend: Backend) -> &'static str {
 
 /// Plans, checks in a scratch namespace, and loads every part or none.
 fn load_build(backend: Backend, wait: u32, state: &State, files: &Files) -> Result<(), String> {
-    let plans = plan(backend, files, "boot")?;
+    let plans = plan(backend, files, "boot").map_err(|error| error.to_string())?;
     for plan in plans.iter().filter(|plan| !plan.checked) {
         backend.preflight(plan.part, &files.ipsets, &plan.load_text, wait)?;
     }
