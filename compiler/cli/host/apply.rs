@@ -3,7 +3,7 @@
 
 use super::backend::Backend;
 use super::exit;
-use super::plan::{load, plan, set_diffs, Loaded, Plan, PlanError};
+use super::plan::{back_up, load, plan, set_diffs, Loaded, Plan, PlanError};
 use super::rollback;
 use super::state::{Files, State};
 use super::HostArgs;
@@ -108,13 +108,17 @@ pub fn run(args: &ApplyArgs) -> u8 {
     // Back up the rules as they are. While an earlier apply waits for
     // confirmation, its backup (the confirmed state) stays the one to go
     // back to.
+    let backups = match back_up(backend, &plans) {
+        Ok(backups) => backups,
+        Err(error) => return fail(exit::USAGE, &error),
+    };
     let waiting = state.pending().is_some();
     if !waiting {
-        for plan in &plans {
+        for (plan, backup) in plans.iter().zip(&backups) {
             let suffix = plan.part.suffix();
             if let Err(error) = state
-                .write(&format!("backup.{suffix}"), &plan.live.backup)
-                .and_then(|()| state.write(&format!("rollback.{suffix}"), &plan.rollback_text))
+                .write(&format!("backup.{suffix}"), &backup.text)
+                .and_then(|()| state.write(&format!("rollback.{suffix}"), &backup.rollback))
             {
                 return fail(exit::USAGE, &error);
             }
@@ -138,7 +142,7 @@ pub fn run(args: &ApplyArgs) -> u8 {
     } else {
         None
     };
-    match load(backend, &plans, &build.files.ipsets, args.host.wait, &state) {
+    match load(backend, &plans, &backups, &build.files.ipsets, args.host.wait, &state) {
         Loaded::Done => {}
         Loaded::RolledBack(error) => {
             if !waiting {

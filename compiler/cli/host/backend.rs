@@ -2,12 +2,12 @@
 //!
 //! A backend loads its rules in [`Part`]s: each iptables family's tables
 //! with one `*-restore` each, or nftables' `table inet fwc` with one
-//! `nft -f`. Of each part, apply and diff need: the live rules (`dump`,
-//! `live`), a build or a rollback file in the normal form they are
-//! compared in (`normalise`), the file that loads a plan's target
-//! (`load_text`) and the one that brings the live rules back
-//! (`rollback_text`), the load itself (`restore`), and a load into a
-//! scratch network namespace first (`preflight`). Everything else works on
+//! `nft -f`. Of each part, apply and diff need: the live rules (`live`),
+//! a build or a rollback file in the normal form they are compared in
+//! (`normalise`), the file that loads a plan's target (`load_text`), a
+//! backup of the live rules and the file that brings them back
+//! (`back_up`), the load itself (`restore`), and a load into a scratch
+//! network namespace first (`preflight`). Everything else works on
 //! the normal form.
 
 use fwc::host::ruleset::Rules;
@@ -58,13 +58,13 @@ impl Part {
     }
 }
 
-/// The live rules of a part: in normal form, and as the backup file
-/// records them.
-pub struct Dump {
-    pub rules: Rules,
-    /// iptables: the normal form as a restore file; nft: `nft list table
-    /// inet fwc`, empty when there is no such table.
-    pub backup: String,
+/// A part's live rules before a load, kept in the state directory.
+pub struct Backup {
+    /// iptables: the live rules' normal form as a restore file; nft: `nft
+    /// list table inet fwc`, empty when there is no such table.
+    pub text: String,
+    /// The input that brings them back after a load.
+    pub rollback: String,
 }
 
 impl Backend {
@@ -136,17 +136,6 @@ impl Backend {
         }
     }
 
-    /// The live rules of a part, and the backup that records them.
-    pub fn dump(self, part: Part) -> Result<Dump, String> {
-        let rules = self.live(part)?;
-        let backup = match part {
-            Part::Family(_) => rules.restore_text(&[]),
-            Part::Nft => nft_list(false)
-                .map_err(|error| format!("cannot read the live {} rules ({}): {error}", part.name(), self.name()))?
-                .unwrap_or_default(),
-        };
-        Ok(Dump { rules, backup })
-    }
 
     /// The input that loads `target`, the normal form of `built` (the
     /// build's file) with what other programs own spliced in.
@@ -158,14 +147,22 @@ impl Backend {
         }
     }
 
-    /// The input that brings back the rules of `live`, undoing a load of
-    /// `target`: iptables resets the tables the target loads and the live
-    /// rules lack; nft replaces the table with the backup, or deletes it
-    /// when there was none.
-    pub fn rollback_text(self, part: Part, live: &Dump, target: &Rules) -> String {
+    /// The backup of the live rules (`live`, read when planning), and the
+    /// input that brings them back, undoing a load of `target`: iptables
+    /// resets the tables the target loads and the live rules lack; nft
+    /// lists the table (as `nft -f` input: its JSON is for comparing) and
+    /// replaces the table with it, or deletes it when there was none.
+    pub fn back_up(self, part: Part, live: &Rules, target: &Rules) -> Result<Backup, String> {
         match part {
-            Part::Family(_) => live.rules.restore_text(&target.tables_missing_from(&live.rules)),
-            Part::Nft => fwc::host::nft::restore_text(Some(live.backup.as_str()).filter(|backup| !backup.is_empty())),
+            Part::Family(_) => Ok(Backup {
+                text: live.restore_text(&[]),
+                rollback: live.restore_text(&target.tables_missing_from(live)),
+            }),
+            Part::Nft => {
+                let listing = nft_list(false)
+                    .map_err(|error| format!("cannot read the live {} rules ({}): {error}", part.name(), self.name()))?;
+                Ok(Backup { rollback: fwc::host::nft::restore_text(listing.as_deref()), text: listing.unwrap_or_default() })
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! What an apply would load, part by part (each iptables family, or
 //! nftables' table), and the all-or-nothing load.
 
-use super::backend::{Backend, Dump, Part};
+use super::backend::{Backend, Backup, Part};
 use super::state::{Files, State};
 use fwc::host::diff::{diff, ChainDiff};
 use fwc::host::ruleset::{managed, splice, Keep, Kept, Rules, Unmanaged};
@@ -9,13 +9,11 @@ use fwc::host::ruleset::{managed, splice, Keep, Kept, Rules, Unmanaged};
 /// One part: the live rules, the build, and what to load.
 pub struct Plan {
     pub part: Part,
-    pub live: Dump,
+    pub live: Rules,
     /// The build with the live contents of what fwc keeps spliced in.
     pub target: Rules,
     /// The input that loads `target`.
     pub load_text: String,
-    /// The input that brings `live` back after a load of `target`.
-    pub rollback_text: String,
     /// Whether reading the build loaded it into a scratch namespace
     /// already (nft), so that the pre-flight has been done.
     pub checked: bool,
@@ -51,9 +49,15 @@ pub fn plan(backend: Backend, files: &Files, wanted_name: &str) -> Result<Vec<Pl
         if text.is_empty() && part == Part::Nft {
             return Err(PlanError::Unreadable(format!("{wanted_name} has no rules.nft (built by an older fwc?): run `fwc build` again")));
         }
-        let live = backend.dump(part).map_err(PlanError::Unreadable)?;
         let checked = part == Part::Nft;
-        let built = backend.normalise(part, text).map_err(|error| {
+        // Reading an nft build takes as long as reading the live table:
+        // the two run at once.
+        let (live, built) = std::thread::scope(|scope| {
+            let built = scope.spawn(|| backend.normalise(part, text));
+            (backend.live(part), built.join().expect("normalising does not panic"))
+        });
+        let live = live.map_err(PlanError::Unreadable)?;
+        let built = built.map_err(|error| {
             let error = format!("the {} build does not read: {error}", part.name());
             if checked {
                 PlanError::Refused(error)
@@ -62,18 +66,22 @@ pub fn plan(backend: Backend, files: &Files, wanted_name: &str) -> Result<Vec<Pl
             }
         })?;
         let keep = Keep::from_restore(text);
-        let (target, kept) = splice(&built, &live.rules, &keep);
+        let (target, kept) = splice(&built, &live, &keep);
         let owned: Vec<String> = built.tables.keys().cloned().collect();
         // A build that declares filter owns it even when it normalises away.
         let owned = if owned.is_empty() { vec!["filter".to_string()] } else { owned };
-        let (live_view, unmanaged) = managed(&live.rules, &owned, &keep, &built);
+        let (live_view, unmanaged) = managed(&live, &owned, &keep, &built);
         let (target_view, _) = managed(&target, &owned, &keep, &built);
         let diffs = diff(&live_view, &target_view, &format!("live {}", part.name()), &format!("{wanted_name} {}", part.name()));
         let load_text = backend.load_text(part, &target, text);
-        let rollback_text = backend.rollback_text(part, &live, &target);
-        plans.push(Plan { part, live, target, load_text, rollback_text, checked, kept, unmanaged, diffs });
+        plans.push(Plan { part, live, target, load_text, checked, kept, unmanaged, diffs });
     }
     Ok(plans)
+}
+
+/// Every part's backup and rollback file, just before a load.
+pub fn back_up(backend: Backend, plans: &[Plan]) -> Result<Vec<Backup>, String> {
+    plans.iter().map(|plan| backend.back_up(plan.part, &plan.live, &plan.target)).collect()
 }
 
 /// How an all-or-nothing load ended.
@@ -99,9 +107,9 @@ pub fn set_diffs(backend: Backend, ipsets: &str) -> Result<Vec<String>, String> 
 
 /// Loads the address sets (`ipsets`, when the backend uses them), then
 /// every part's target; if any load fails, loads every part's rollback
-/// file and re-reads the live rules to prove they are back. Sets stay: the
-/// previous rules may use them.
-pub fn load(backend: Backend, plans: &[Plan], ipsets: &str, wait: u32, state: &State) -> Loaded {
+/// file (of `backups`, one per plan) and re-reads the live rules to prove
+/// they are back. Sets stay: the previous rules may use them.
+pub fn load(backend: Backend, plans: &[Plan], backups: &[Backup], ipsets: &str, wait: u32, state: &State) -> Loaded {
     let ipsets = if backend.uses_ipsets() { ipsets } else { "" };
     let sets = super::backend::load_sets(ipsets).map_err(|error| format!("loading the address sets failed: {error}"));
     let loads = std::iter::once(sets).chain(plans.iter().map(|plan| {
@@ -109,7 +117,8 @@ pub fn load(backend: Backend, plans: &[Plan], ipsets: &str, wait: u32, state: &S
     }));
     for result in loads {
         if let Err(error) = result {
-            let rollbacks: Vec<(Part, String)> = plans.iter().map(|plan| (plan.part, plan.rollback_text.clone())).collect();
+            let rollbacks: Vec<(Part, String)> =
+                plans.iter().zip(backups).map(|(plan, backup)| (plan.part, backup.rollback.clone())).collect();
             return match roll_back(backend, &rollbacks, wait) {
                 Ok(()) => {
                     state.log(&format!("{error}; the previous rules are back"));

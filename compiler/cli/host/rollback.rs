@@ -11,7 +11,7 @@
 
 use super::backend::Backend;
 use super::exit;
-use super::plan::{load, plan, roll_back, Loaded};
+use super::plan::{back_up, load, plan, roll_back, Loaded};
 use super::state::{now, Files, Pending, State};
 use super::HostArgs;
 use fwc::ir::Family;
@@ -201,7 +201,8 @@ fn load_build(backend: Backend, wait: u32, state: &State, files: &Files) -> Resu
     for plan in plans.iter().filter(|plan| !plan.checked) {
         backend.preflight(plan.part, &files.ipsets, &plan.load_text, wait)?;
     }
-    match load(backend, &plans, &files.ipsets, wait, state) {
+    let backups = back_up(backend, &plans)?;
+    match load(backend, &plans, &backups, &files.ipsets, wait, state) {
         Loaded::Done => Ok(()),
         Loaded::RolledBack(error) | Loaded::RollbackFailed(error) => Err(error),
     }
