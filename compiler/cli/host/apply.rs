@@ -3,7 +3,7 @@
 
 use super::backend::Backend;
 use super::exit;
-use super::plan::{back_up, load, plan, set_diffs, Loaded, Plan, PlanError};
+use super::plan::{back_up, ignored, load, plan, set_diffs, Loaded, Plan, PlanError};
 use super::rollback;
 use super::state::{Files, State};
 use super::HostArgs;
@@ -76,6 +76,9 @@ pub fn run(args: &ApplyArgs) -> u8 {
         Err(error) => return fail(exit::USAGE, &error),
     };
     report_kept(&plans);
+    if let Some(note) = ignored(backend, &build.files) {
+        eprintln!("note: {note}");
+    }
     if plans.iter().all(|plan| plan.diffs.is_empty()) && set_diffs.is_empty() {
         println!("no change: the live rules already are {}'s", build.name);
         return exit::NO_CHANGE;

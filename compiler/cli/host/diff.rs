@@ -2,7 +2,7 @@
 
 use super::apply::read_build;
 use super::exit;
-use super::plan::{plan, set_diffs};
+use super::plan::{ignored, plan, set_diffs};
 use super::state::State;
 use super::HostArgs;
 use std::path::PathBuf;
@@ -45,6 +45,9 @@ pub fn run(args: &DiffArgs) -> u8 {
             return 2;
         }
     };
+    if let Some(note) = ignored(backend, &files) {
+        eprintln!("note: {note}");
+    }
     let mut drift = !set_diffs.is_empty();
     print!("{}", set_diffs.concat());
     for plan in &plans {

@@ -79,6 +79,15 @@ pub fn plan(backend: Backend, files: &Files, wanted_name: &str) -> Result<Vec<Pl
     Ok(plans)
 }
 
+/// What the backend leaves out of a build, for notes: `keep` means
+/// nothing to nft, whose table is replaced whole.
+pub fn ignored(backend: Backend, files: &Files) -> Option<&'static str> {
+    let keeps = Keep::from_restore(&files.v4) != Keep::default();
+    (backend == Backend::Nft && keeps).then_some(
+        "`keep` has no effect with --backend nft: table inet fwc is replaced whole; other programs' rules belong in tables of their own",
+    )
+}
+
 /// Every part's backup and rollback file, just before a load.
 pub fn back_up(backend: Backend, plans: &[Plan]) -> Result<Vec<Backup>, String> {
     plans.iter().map(|plan| backend.back_up(plan.part, &plan.live, &plan.target)).collect()

@@ -306,3 +306,18 @@ fn nft_applied_table_lets_through_what_the_policy_allows() {
     let lab = Lab::start_loaded(policy, &[], Neighbours::Discovered, Load::FwcApplyNft);
     lab.expect(&[allows(tcp(Peer, LabHost, 8080)), allows(tcp(Peer, LabHost, 22)), blocks(tcp(Peer, LabHost, 8081))]);
 }
+
+#[test]
+fn nft_says_that_keep_has_no_effect() {
+    let host = Host::nft_host();
+    let files = TempDir::new("policies");
+    let keeping = policy(&files, "keep.fw", &format!("chain fail2ban-ssh keep {{\n    return\n}}\njump in tcp 22 to fail2ban-ssh\n{POLICY}"));
+    let ran = host.fwc(&["apply", &keeping, "--confirm", "0"]);
+    assert_eq!(code(&ran), APPLIED, "{}", show(&ran));
+    assert!(ran.stderr.contains("`keep` has no effect with --backend nft"), "{}", show(&ran));
+    // The chain is the policy's, and a ban added to it is drift.
+    host.nft(&["insert", "rule", "inet", "fwc", "user-fail2ban-ssh", "ip", "saddr", "198.18.0.7", "drop"]);
+    let diff = host.fwc(&["diff"]);
+    assert_eq!(code(&diff), 1, "{}", show(&diff));
+    assert!(diff.stderr.contains("`keep` has no effect"), "{}", show(&diff));
+}
