@@ -8,6 +8,8 @@ use crate::kernel::lab::{allows, blocks, tcp, Host as LabHost, Lab, Load, Neighb
 use crate::kernel::support::{Netns, TempDir};
 use fwc::host::ruleset::Rules;
 use std::path::Path;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Tables of other programs: Docker's or fail2ban's stand-ins, one inet
@@ -320,4 +322,30 @@ fn nft_says_that_keep_has_no_effect() {
     let diff = host.fwc(&["diff"]);
     assert_eq!(code(&diff), 1, "{}", show(&diff));
     assert!(diff.stderr.contains("`keep` has no effect"), "{}", show(&diff));
+}
+
+#[test]
+fn nft_the_previous_table_comes_back_after_sigkill_right_after_the_load() {
+    let mut host = Host::nft_host();
+    host.nft_load(FOREIGN);
+    let files = TempDir::new("policies");
+    let web = policy(&files, "web.fw", POLICY);
+    let other = policy(&files, "other.fw", OTHER_POLICY);
+    let applied = host.fwc(&["apply", &web, "--confirm", "0"]);
+    assert_eq!(code(&applied), APPLIED, "{}", show(&applied));
+    let (before, foreign) = (host.table(), host.foreign());
+    // The real load loads, then hangs: apply is killed with the new table live.
+    host.shim_nft_load("$real \"$@\"; sleep 60; exit 1");
+    let mut command = host.fwc_command(&["apply", &other, "--confirm", "2"]);
+    command.process_group(0).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut apply = command.spawn().expect("fwc starts");
+    let started = Instant::now();
+    wait_until(Duration::from_secs(20), "the new table loads", || host.table() != before);
+    // SAFETY: a signal to the process group this test created.
+    unsafe { libc::kill(-(apply.id() as i32), libc::SIGKILL) };
+    let _ = apply.wait();
+    wait_until(Duration::from_secs(2 + 8), "the previous table comes back", || host.table() == before);
+    assert!(started.elapsed() >= Duration::from_secs(2), "not before the deadline");
+    assert_eq!(host.foreign(), foreign);
+    assert!(std::fs::read_to_string(host.state_file("confirmed/rules.nft")).unwrap().contains("60000-61000"), "still web.fw's");
 }
