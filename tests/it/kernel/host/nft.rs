@@ -140,7 +140,9 @@ fn nft_diff_detects_live_changes_to_rules_sets_chains_and_the_table() {
         let line = listing.lines().find(|line| line.contains(containing)).unwrap_or_else(|| panic!("no `{containing}` in {listing}"));
         line.rsplit("# handle ").next().unwrap().trim().to_string()
     };
-    let mutations: Vec<(&str, Box<dyn Fn()>, &str)> = vec![
+    // What is done, how, and a line of the diff that shows it.
+    type Mutation<'a> = (&'static str, Box<dyn Fn() + 'a>, &'static str);
+    let mutations: Vec<Mutation> = vec![
         ("a rule added", Box::new(|| drop(host.nft(&["add", "rule", "inet", "fwc", "INPUT", "tcp", "dport", "4444", "accept"]))), "+++ applied nftables inet fwc/INPUT"),
         ("a rule deleted", Box::new(|| drop(host.nft(&["delete", "rule", "inet", "fwc", "INPUT", "handle", &handle("INPUT", "dport 53")]))), "+udp dport 53 log prefix"),
         ("a set element deleted", Box::new(|| drop(host.nft(&["delete", "element", "inet", "fwc", "addr4-1", "{ 198.18.16.7 }"]))), "+198.18.16.7"),
