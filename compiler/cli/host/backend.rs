@@ -120,6 +120,12 @@ impl Backend {
         }
     }
 
+    /// Whether [`normalise`](Backend::normalise) loads a file into a
+    /// scratch namespace, so that a build it read needs no pre-flight.
+    pub fn normalise_loads(self, part: Part) -> bool {
+        part == Part::Nft
+    }
+
     /// The live rules of a part in normal form.
     pub fn live(self, part: Part) -> Result<Rules, String> {
         let unreadable = |error: String| format!("cannot read the live {} rules ({}): {error}", part.name(), self.name());

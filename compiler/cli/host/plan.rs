@@ -49,7 +49,7 @@ pub fn plan(backend: Backend, files: &Files, wanted_name: &str) -> Result<Vec<Pl
         if text.is_empty() && part == Part::Nft {
             return Err(PlanError::Unreadable(format!("{wanted_name} has no rules.nft (built by an older fwc?): run `fwc build` again")));
         }
-        let checked = part == Part::Nft;
+        let checked = backend.normalise_loads(part);
         // Reading an nft build takes as long as reading the live table:
         // the two run at once.
         let (live, built) = std::thread::scope(|scope| {
