@@ -39,7 +39,7 @@ pub struct HostArgs {
     /// The state directory: backups, lock, applied and confirmed builds
     #[arg(long, value_name = "DIR", env = "FWC_STATE_DIR", default_value = "/var/lib/fwc")]
     pub state_dir: PathBuf,
-    /// The iptables programs to run
+    /// The programs that load the rules: the iptables ones, or nft (rules.nft)
     #[arg(long, value_enum, env = "FWC_BACKEND", default_value = "iptables")]
     pub backend: backend::Backend,
     /// Seconds to wait for the xtables lock and for another fwc
