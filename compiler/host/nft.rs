@@ -142,7 +142,7 @@ fn rule_line(rule: &Map<String, Value>) -> String {
 /// without their numbers. What it does not know it spells `key value` for
 /// each of an object's keys, so that two different expressions never
 /// print the same.
-pub fn render(value: &Value) -> String {
+fn render(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
         Value::Bool(flag) => flag.to_string(),
