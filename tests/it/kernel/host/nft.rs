@@ -4,7 +4,8 @@
 //! every apply, rollback and confirm byte for byte as they went in.
 
 use super::{code, policy, real, show, wait_until, Host, APPLIED, CUTS_SSH, LOAD_THEN_FAIL, NO_CHANGE, OTHER_POLICY, POLICY, REFUSED, ROLLED_BACK};
-use crate::kernel::lab::{allows, blocks, tcp, Host as LabHost, Lab, Load, Neighbours, Peer};
+use crate::kernel::lab::{allows, blocks, tcp, udp, Backend, Host as LabHost, Lab, Load, Neighbours, Peer};
+use crate::kernel::policies::WEB_SERVER;
 use crate::kernel::support::{Netns, TempDir};
 use fwc::host::ruleset::Rules;
 use std::path::Path;
@@ -311,9 +312,20 @@ fn nft_a_policy_that_cuts_the_ssh_session_is_refused() {
 
 #[test]
 fn nft_applied_table_lets_through_what_the_policy_allows() {
-    let policy = "use baseline\nallow in tcp 8080 stateful\n";
-    let lab = Lab::start_loaded(policy, &[], Neighbours::Discovered, Load::FwcApplyNft);
-    lab.expect(&[allows(tcp(Peer, LabHost, 8080)), allows(tcp(Peer, LabHost, 22)), blocks(tcp(Peer, LabHost, 8081))]);
+    // As behaviour::web_server_serves_80_and_443_and_nothing_else, with the
+    // table `fwc apply --backend nft` loaded.
+    let lab = Lab::start_loaded(WEB_SERVER, &[], Neighbours::Discovered, Load::FwcApplyNft);
+    lab.expect(&[
+        allows(tcp(Peer, LabHost, 80)),
+        allows(tcp(Peer, LabHost, 443)),
+        allows(tcp(Backend, LabHost, 443)),
+        allows(tcp(Peer, LabHost, 22)),
+        blocks(tcp(Peer, LabHost, 8080)),
+        blocks(tcp(Peer, LabHost, 23)),
+        blocks(udp(Peer, LabHost, 443)),
+        blocks(tcp(LabHost, Peer, 80)),
+        allows(udp(LabHost, Peer, 53)),
+    ]);
 }
 
 #[test]
