@@ -368,3 +368,33 @@ fn nft_the_previous_table_comes_back_after_sigkill_right_after_the_load() {
     assert_eq!(host.foreign(), foreign);
     assert!(std::fs::read_to_string(host.state_file("confirmed/rules.nft")).unwrap().contains("60000-61000"), "still web.fw's");
 }
+
+/// The rollback of `--backend nft` loads `nft list table inet fwc` back:
+/// for every example policy and every case, the table it brings back is
+/// the table that was listed (nft prints some things differently from how
+/// rules.nft writes them: sets merged, priorities named), and the rollback
+/// of no table leaves none.
+#[test]
+fn nft_every_table_comes_back_from_its_backup() {
+    use crate::kernel::support::{build, header_args, policy_files, repo_root};
+    let mut policies = policy_files(&repo_root().join("policies"), Some(".test.fw"));
+    policies.extend(policy_files(&repo_root().join("tests/cases/ok"), None));
+    assert!(policies.len() > 40, "{policies:?}");
+    let (live, restored) = (Netns::new("live"), Netns::new("restored"));
+    let nft = |namespace: &Netns, args: &[&str], input: Option<&str>| {
+        let mut all = vec!["nft"];
+        all.extend_from_slice(args);
+        namespace.exec(&all, input.map(str::as_bytes)).unwrap_or_else(|error| panic!("{error}"))
+    };
+    let table = |namespace: &Netns| fwc::host::nft::from_json(&nft(namespace, &["-j", "list", "ruleset"], None)).unwrap();
+    for path in &policies {
+        let built = build(path, &header_args(&std::fs::read_to_string(path).unwrap())).unwrap_or_else(|error| panic!("{error}"));
+        nft(&live, &["-f", "-"], Some(&built.read("rules.nft").unwrap()));
+        let backup = nft(&live, &["list", "table", "inet", "fwc"], None);
+        // Over whatever table the previous policy left there.
+        nft(&restored, &["-f", "-"], Some(&fwc::host::nft::restore_text(Some(&backup))));
+        assert_eq!(table(&restored), table(&live), "{}: the table from its backup:\n{backup}", path.display());
+    }
+    nft(&restored, &["-f", "-"], Some(&fwc::host::nft::restore_text(None)));
+    assert_eq!(table(&restored), Rules::default(), "no table before: none after");
+}
