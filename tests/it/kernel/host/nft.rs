@@ -233,6 +233,12 @@ fn nft_without_confirmation_the_previous_table_comes_back_and_confirm_keeps_the_
     let ran = host.fwc(&["apply", &other, "--confirm", "2"]);
     assert_eq!(code(&ran), APPLIED, "{}", show(&ran));
     assert_ne!(host.table(), before, "other.fw's table is loaded");
+    // A second apply while the first waits: the rollback still goes back
+    // to the confirmed table, not to the first apply's.
+    let third = policy(&files, "third.fw", "use baseline\nallow in tcp 9090 stateful\n");
+    let ran = host.fwc(&["apply", &third, "--confirm", "2"]);
+    assert_eq!(code(&ran), APPLIED, "{}", show(&ran));
+    assert!(host.nft(&["list", "table", "inet", "fwc"]).contains("9090"), "third.fw's table is loaded");
     wait_until(Duration::from_secs(10), "the previous table comes back", || host.table() == before);
     assert!(started.elapsed() >= Duration::from_secs(2), "not before the deadline");
     assert_eq!(host.foreign(), foreign);
