@@ -97,6 +97,7 @@ impl Backend {
             Family::V6 => "ip6tables",
         };
         match self {
+            // nft loads no family of its own: its part is the table.
             Backend::Iptables | Backend::Nft => format!("{base}-{tool}"),
             Backend::IptablesNft => format!("{base}-nft-{tool}"),
             Backend::IptablesLegacy => format!("{base}-legacy-{tool}"),
@@ -141,7 +142,6 @@ impl Backend {
             },
         }
     }
-
 
     /// The input that loads `target`, the normal form of `built` (the
     /// build's file) with what other programs own spliced in.
