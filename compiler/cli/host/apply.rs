@@ -57,7 +57,7 @@ pub fn run(args: &ApplyArgs) -> u8 {
         return super::rollback::boot(&state, &args.host);
     }
     let target = args.target.as_ref().expect("clap requires a target without --boot");
-    let backend = args.host.backend;
+    let backend = args.host.backend_for(&state, "applied");
     let build = match read_build(backend, target, &args.params) {
         Ok(build) => build,
         Err(code) => return code,
@@ -138,7 +138,7 @@ pub fn run(args: &ApplyArgs) -> u8 {
         }
     }
     let pending = if args.confirm > 0 {
-        match rollback::arm(&state, &args.host, args.confirm) {
+        match rollback::arm(&state, &args.host, backend, args.confirm) {
             Ok(pending) => Some(pending),
             Err(error) => return fail(exit::REFUSED, &format!("refused: cannot arm the rollback: {error}")),
         }
@@ -163,7 +163,7 @@ pub fn run(args: &ApplyArgs) -> u8 {
         }
     }
     verify(backend, &plans);
-    if let Err(error) = state.write_build("applied", &build.files) {
+    if let Err(error) = state.write_build("applied", &build.files, backend) {
         eprintln!("warning: {error}");
     }
     let changed: usize = plans.iter().map(|plan| plan.diffs.len()).sum();

@@ -20,13 +20,14 @@ pub struct DiffArgs {
 
 /// Exit 0 in sync, 1 drift, 2 cannot tell.
 pub fn run(args: &DiffArgs) -> u8 {
+    let state = State { dir: args.host.state_dir.clone() };
+    let backend = args.host.backend_for(&state, "applied");
     let (name, files) = match &args.target {
-        Some(target) => match read_build(args.host.backend, target, &args.params) {
+        Some(target) => match read_build(backend, target, &args.params) {
             Ok(build) => (build.name, build.files),
             Err(_) => return 2,
         },
         None => {
-            let state = State { dir: args.host.state_dir.clone() };
             match state.build("applied") {
                 Some(files) => ("applied".to_string(), files),
                 None => {
@@ -36,7 +37,6 @@ pub fn run(args: &DiffArgs) -> u8 {
             }
         }
     };
-    let backend = args.host.backend;
     let planned = plan(backend, &files, &name).map_err(|error| error.to_string());
     let (plans, set_diffs) = match planned.and_then(|plans| Ok((plans, set_diffs(backend, &files.ipsets)?))) {
         Ok(both) => both,

@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Writes the pending record and starts the rollback process.
-pub fn arm(state: &State, host: &HostArgs, seconds: u64) -> Result<Pending, String> {
+pub fn arm(state: &State, host: &HostArgs, backend: Backend, seconds: u64) -> Result<Pending, String> {
     let pending = Pending {
         id: format!("{}-{}", std::process::id(), now()),
         deadline: now() + seconds * 1000,
@@ -36,7 +36,7 @@ pub fn arm(state: &State, host: &HostArgs, seconds: u64) -> Result<Pending, Stri
         .arg("--state-dir")
         .arg(&state.dir)
         .arg("--backend")
-        .arg(host.backend.name())
+        .arg(backend.name())
         .arg("--wait")
         .arg(host.wait.to_string())
         .stdin(Stdio::null())
@@ -83,8 +83,9 @@ pub fn daemon(host: &HostArgs, id: &str) -> u8 {
     if mine(&state).is_none() {
         return exit::APPLIED;
     }
+    let backend = host.backend_for(&state, "applied");
     let mut rollbacks = Vec::new();
-    for &part in host.backend.parts() {
+    for &part in backend.parts() {
         let name = format!("rollback.{}", part.suffix());
         match state.read(&name) {
             Some(text) => rollbacks.push((part, text)),
@@ -94,10 +95,10 @@ pub fn daemon(host: &HostArgs, id: &str) -> u8 {
             }
         }
     }
-    match roll_back(host.backend, &rollbacks, host.wait) {
+    match roll_back(backend, &rollbacks, host.wait) {
         Ok(()) => {
             state.remove("pending");
-            state.log(&format!("not confirmed in time: the previous rules are back, {} (checked)", parts_named(host.backend)));
+            state.log(&format!("not confirmed in time: the previous rules are back, {} (checked)", parts_named(backend)));
             exit::ROLLED_BACK
         }
         Err(error) => {
@@ -161,17 +162,18 @@ pub fn boot(state: &State, host: &HostArgs) -> u8 {
         ipsets: String::new(),
         nft: fwc::host::emergency::nft_text(),
     };
+    // The emergency ruleset goes in with the confirmed build's backend.
     let candidates = [
-        ("the confirmed build", state.build("confirmed")),
-        ("the previous build", state.build("previous")),
-        ("the emergency ruleset", Some(emergency)),
+        ("the confirmed build", state.build("confirmed"), "confirmed"),
+        ("the previous build", state.build("previous"), "previous"),
+        ("the emergency ruleset", Some(emergency), "confirmed"),
     ];
-    for (index, (name, build)) in candidates.into_iter().enumerate() {
+    for (index, (name, build, recorded)) in candidates.into_iter().enumerate() {
         let Some(files) = build else {
             eprintln!("error: {name} is missing from {}", state.dir.display());
             continue;
         };
-        match load_build(host.backend, host.wait, state, &files) {
+        match load_build(host.backend_for(state, recorded), host.wait, state, &files) {
             Ok(()) if index == 0 => {
                 println!("loaded {name}");
                 return exit::APPLIED;

@@ -8,8 +8,9 @@
 //!   the nft backend `backup.nft` (`nft list table inet fwc`, empty when
 //!   there was none) and `rollback.nft`;
 //! - `applied/`: the last build loaded (rules.v4, rules.v6, ipsets.restore,
-//!   rules.nft); `confirmed/`: the last build confirmed (what boot loads);
-//!   `previous/`: the one before it;
+//!   rules.nft, and `backend`: the backend it was loaded with);
+//!   `confirmed/`: the last build confirmed (what boot loads); `previous/`:
+//!   the one before it;
 //! - `pending`: an apply waiting for `fwc confirm` (`id`, `deadline` in
 //!   milliseconds since the epoch);
 //! - `rollback.log`: what the rollback process did.
@@ -17,7 +18,7 @@
 //! Every file is written to a temporary name, synced and renamed, with mode
 //! 0600: a crash leaves the old file or the new one, never half of one.
 
-use super::backend::Part;
+use super::backend::{Backend, Part};
 use fwc::ir::Family;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -146,7 +147,15 @@ impl State {
         })
     }
 
-    pub fn write_build(&self, name: &str, files: &Files) -> Result<(), String> {
+    /// The backend a build of the state was loaded with; none for a build
+    /// saved before fwc recorded it.
+    pub fn backend(&self, name: &str) -> Option<Backend> {
+        let recorded = self.read(&format!("{name}/backend"))?;
+        clap::ValueEnum::from_str(recorded.trim(), false).ok()
+    }
+
+    pub fn write_build(&self, name: &str, files: &Files, backend: Backend) -> Result<(), String> {
+        self.write(&format!("{name}/backend"), &format!("{}\n", backend.name()))?;
         self.write(&format!("{name}/ipsets.restore"), &files.ipsets)?;
         self.write(&format!("{name}/rules.nft"), &files.nft)?;
         self.write(&format!("{name}/rules.v4"), &files.v4)?;
@@ -157,12 +166,14 @@ impl State {
     /// becomes the previous one.
     pub fn confirm_applied(&self) -> Result<(), String> {
         let applied = self.build("applied").ok_or("no applied build to confirm")?;
+        let backend = self.backend("applied").unwrap_or(Backend::Iptables);
         if let Some(old) = self.build("confirmed") {
-            if old != applied {
-                self.write_build("previous", &old)?;
+            let old_backend = self.backend("confirmed").unwrap_or(Backend::Iptables);
+            if (&old, old_backend) != (&applied, backend) {
+                self.write_build("previous", &old, old_backend)?;
             }
         }
-        self.write_build("confirmed", &applied)
+        self.write_build("confirmed", &applied, backend)
     }
 }
 
@@ -234,12 +245,19 @@ mod tests {
     fn confirming_keeps_the_previous_build() {
         let state = temporary_state("confirm");
         let files = |v4: &str, v6: &str, ipsets: &str| Files { v4: v4.into(), v6: v6.into(), ipsets: ipsets.into(), nft: format!("# {v4}\n") };
-        state.write_build("applied", &files("a4", "a6", "")).unwrap();
+        assert_eq!(state.backend("applied"), None, "nothing applied yet");
+        state.write_build("applied", &files("a4", "a6", ""), Backend::Nft).unwrap();
         state.confirm_applied().unwrap();
-        state.write_build("applied", &files("b4", "b6", "create s hash:net\n")).unwrap();
+        state.write_build("applied", &files("b4", "b6", "create s hash:net\n"), Backend::IptablesLegacy).unwrap();
         state.confirm_applied().unwrap();
         assert_eq!(state.build("confirmed"), Some(files("b4", "b6", "create s hash:net\n")));
+        assert_eq!(state.backend("confirmed"), Some(Backend::IptablesLegacy));
         assert_eq!(state.build("previous"), Some(files("a4", "a6", "")));
+        assert_eq!(state.backend("previous"), Some(Backend::Nft), "each build keeps the backend it was loaded with");
+        // The same files loaded with another backend are another build.
+        state.write_build("applied", &files("b4", "b6", "create s hash:net\n"), Backend::Iptables).unwrap();
+        state.confirm_applied().unwrap();
+        assert_eq!(state.backend("previous"), Some(Backend::IptablesLegacy));
         let _ = std::fs::remove_dir_all(&state.dir);
     }
 }

@@ -284,6 +284,20 @@ fn nft_boot_loads_the_confirmed_table_or_falls_back_to_the_emergency_one() {
     let ran = host.fwc(&["apply", "--boot"]);
     assert_eq!(code(&ran), APPLIED, "{}", show(&ran));
     assert_eq!(host.table(), web_table);
+    // Told no backend (the boot unit and hook name none), boot and diff go
+    // on with the one the build was applied with.
+    host.nft(&["delete", "table", "inet", "fwc"]);
+    let untold = |args: &[&str]| {
+        let mut command = host.fwc_command(args);
+        command.env_remove("FWC_BACKEND");
+        crate::kernel::support::run(&mut command, None, Duration::from_secs(60)).unwrap()
+    };
+    let ran = untold(&["apply", "--boot"]);
+    assert_eq!(code(&ran), APPLIED, "{}", show(&ran));
+    assert_eq!(host.table(), web_table);
+    assert_eq!(std::fs::read_to_string(host.state_file("confirmed/backend")).unwrap(), "nft\n");
+    let ran = untold(&["diff"]);
+    assert_eq!(code(&ran), 0, "{}", show(&ran));
 
     std::fs::write(host.state_file("confirmed/rules.nft"), "table inet fwc { chain INPUT { jump nowhere; } }\n").unwrap();
     let ran = host.fwc(&["apply", "--boot"]);
