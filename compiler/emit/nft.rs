@@ -426,6 +426,9 @@ fn sets_kept(plans: &[Vec<Planned>], budget: usize) -> std::collections::HashSet
     required
 }
 
+/// A rule to write, and the merged list it matches instead of its own.
+type Spelled<'a> = (std::borrow::Cow<'a, Rule>, Option<(Field, Values)>);
+
 /// The rules that write one planned rule: itself, or, for each short list
 /// not kept as a set, one rule per value of the list (the product when
 /// several lists are short), in the order of the values.
@@ -435,14 +438,10 @@ fn sets_kept(plans: &[Vec<Planned>], budget: usize) -> std::collections::HashSet
 /// of the rules, and that one does what the single rule would, even when
 /// it logs or jumps to a chain that returns. Lists under a `limit` are
 /// never split ([`list_uses`]).
-fn spell<'a>(
-    rule: &'a Rule,
-    merged: Option<&(Field, Values)>,
-    kept: &dyn Fn(&SetKey) -> bool,
-) -> Vec<(std::borrow::Cow<'a, Rule>, Option<(Field, Values)>)> {
+fn spell<'a>(rule: &'a Rule, merged: Option<&(Field, Values)>, kept: &dyn Fn(&SetKey) -> bool) -> Vec<Spelled<'a>> {
     use std::borrow::Cow;
     let split = |key: SetKey, splittable: bool| splittable && !kept(&key);
-    let mut spelled: Vec<(Cow<'a, Rule>, Option<(Field, Values)>)> = Vec::new();
+    let mut spelled: Vec<Spelled<'a>> = Vec::new();
     match merged {
         Some((field, Values::Addresses(nets)))
             if nets.len() > 1 && split(address_key(nets, rule.family), nets.len() < SET_FROM) =>
