@@ -18,7 +18,11 @@
 #   - `fwc diff BUILD` in sync;
 # and prints a markdown table with absolute times and ratios to the
 # baseline. BACKEND=iptables-nft|iptables-legacy picks the programs
-# (default: iptables, the system's alternative).
+# (default: iptables, the system's alternative). BACKEND=nft measures
+# `fwc apply --backend nft` (the scratch-namespace load and listing, the
+# backup, one `nft -f`, the read-back) against a bare `nft -f rules.nft`
+# into a namespace without table inet fwc; its rule count is that of
+# rules.nft (rules of table inet fwc, not counting set members).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -37,6 +41,7 @@ trap cleanup EXIT
 ip netns add "$ns"
 
 case $BACKEND in
+    nft) ;;
     iptables) r4=iptables-restore; r6=ip6tables-restore ;;
     iptables-nft) r4=iptables-nft-restore; r6=ip6tables-nft-restore ;;
     iptables-legacy) r4=iptables-legacy-restore; r6=ip6tables-legacy-restore ;;
@@ -49,8 +54,12 @@ empty='*filter
 COMMIT'
 in_ns() { ip netns exec "$ns" "$@"; }
 reset() {
-    printf '%s\n' "$empty" | in_ns "$r4" -w
-    printf '%s\n' "$empty" | in_ns "$r6" -w
+    if [ "$BACKEND" = nft ]; then
+        in_ns nft delete table inet fwc 2>/dev/null || true
+    else
+        printf '%s\n' "$empty" | in_ns "$r4" -w
+        printf '%s\n' "$empty" | in_ns "$r6" -w
+    fi
     rm -rf "$work/state"
 }
 # Best wall time of RUNS runs of "$@" in milliseconds; PREPARE runs first,
@@ -70,17 +79,36 @@ best() {
     echo "$best"
 }
 nothing() { :; }
-baseline() { in_ns "$r4" -w < "$build/rules.v4" && in_ns "$r6" -w < "$build/rules.v6"; }
+baseline() {
+    if [ "$BACKEND" = nft ]; then
+        in_ns nft -f "$build/rules.nft"
+    else
+        in_ns "$r4" -w < "$build/rules.v4" && in_ns "$r6" -w < "$build/rules.v6"
+    fi
+}
+# Rules in the build: `-A` lines of both families, or rules.nft's rules
+# (the lines of its chains but their `type … hook` lines).
+kernel_rules() {
+    if [ "$BACKEND" = nft ]; then
+        awk '/^\tchain / { inside = 1; next } /^\t}/ { inside = 0 } inside && /^\t\t/ && !/^\t\ttype / { n++ } END { print n + 0 }' "$build/rules.nft"
+    else
+        cat "$build/rules.v4" "$build/rules.v6" | grep -c '^-A'
+    fi
+}
 apply() { FWC_STATE_DIR=$work/state FWC_BACKEND=$BACKEND in_ns "$FWC" apply "$build" --confirm 0 --force; }
 diff_build() { FWC_STATE_DIR=$work/state FWC_BACKEND=$BACKEND in_ns "$FWC" diff "$build"; }
 
-echo "| rules (policy) | kernel rules v4+v6 | restore (baseline) | fwc apply | ratio | apply, no change | ratio | fwc diff | ratio |"
+if [ "$BACKEND" = nft ]; then
+    echo "| rules (policy) | rules in table inet fwc | nft -f (baseline) | fwc apply | ratio | apply, no change | ratio | fwc diff | ratio |"
+else
+    echo "| rules (policy) | kernel rules v4+v6 | restore (baseline) | fwc apply | ratio | apply, no change | ratio | fwc diff | ratio |"
+fi
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for size in $SIZES; do
     python3 bench/gen_policy.py "$size" --fw "$work/p$size.fw"
     build=$work/b$size
     "$FWC" build "$work/p$size.fw" -o "$build" --no-test >/dev/null 2>&1
-    kernel=$(cat "$build/rules.v4" "$build/rules.v6" | grep -c '^-A')
+    kernel=$(kernel_rules)
     t_base=$(best reset baseline)
     t_apply=$(best reset apply)
     reset; apply >/dev/null 2>&1

@@ -13,10 +13,15 @@
 #   - how many rules a packet that falls through INPUT (matching only the
 #     last rule) is tested against: the rules of INPUT and of the chains it
 #     jumps to, per backend;
+#   - the named sets in rules.nft;
 #   - time to load the rules into a fresh namespace (best of 3):
 #     ipset restore + iptables-restore + ip6tables-restore, `nft -f
 #     rules.nft`, and `sh rules.sh` — one iptables call per rule, as a bash
-#     setup loads them (only up to SH_MAX rules: it is quadratic);
+#     setup loads them (only up to SH_MAX rules: it is quadratic); each
+#     load is stopped after LOAD_TIMEOUT seconds;
+#   - with BASELINE_FWC set to another fwc binary (say, a build of an
+#     earlier commit), the sets in its rules.nft and the time `nft -f` takes
+#     to load it (once, stopped after LOAD_TIMEOUT), against this build's;
 # and, for BLOCKS (10,000) address blocks denied by one `deny in from
 # $blocks` ahead of an allow, the UDP packet rate iperf3 gets through a
 # veth pair into the namespace holding the rules: no rules, the blocks as
@@ -25,12 +30,15 @@
 # same run.
 #
 # Environment: SIZES (default "100 1000 10000 100000"), SH_MAX (1000),
-# BLOCKS (10000), SECONDS_PER_RUN (3), SEED (1), KEEP=1 keeps the
-# temporary directory. Installs iperf3 (Debian package) if missing.
+# LOAD_TIMEOUT (600), BASELINE_FWC (unset), BLOCKS (10000),
+# SECONDS_PER_RUN (3), SEED (1), KEEP=1 keeps the temporary directory.
+# Installs iperf3 (Debian package) if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES=${SIZES:-"100 1000 10000 100000"}
 SH_MAX=${SH_MAX:-1000}
+LOAD_TIMEOUT=${LOAD_TIMEOUT:-600}
+BASELINE_FWC=${BASELINE_FWC:-}
 BLOCKS=${BLOCKS:-10000}
 RUN_SECONDS=${SECONDS_PER_RUN:-3}
 SEED=${SEED:-1}
@@ -63,8 +71,16 @@ COUNTER=0
 fresh_ns() { COUNTER=$((COUNTER + 1)); NS="$PREFIX-$COUNTER"; ip netns add "$NS"; ip -n "$NS" link set lo up; }
 
 now_us() { echo $(( $(date +%s%N) / 1000 )); }
-ms() { awk -v us="$1" 'BEGIN { printf "%.1f ms", us / 1000 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+# A time in microseconds, or "stopped" for a load that ran out of time.
+ms() { if [ "$1" = stopped ]; then echo "over $LOAD_TIMEOUT s (stopped)"; else awk -v us="$1" 'BEGIN { printf "%.1f ms", us / 1000 }'; fi; }
+ratio() { # ratio A B: A / B; an A that was stopped gives a lower bound
+    awk -v a="$1" -v b="$2" -v limit="$LOAD_TIMEOUT" 'BEGIN {
+        if (b !~ /^[0-9]+$/ || b == 0) print "-"
+        else if (a == "stopped") printf "over %.0f", limit * 1000000 / b
+        else printf "%.2f", a / b }'
+}
+# bounded COMMAND…: runs it in the current namespace $NS for at most LOAD_TIMEOUT seconds.
+bounded() { timeout "$LOAD_TIMEOUT" ip netns exec "$NS" "$@"; }
 
 # Rules a packet falling through INPUT is tested against: INPUT's rules
 # and those of every chain it jumps to (each once).
@@ -115,14 +131,16 @@ print(count("INPUT", set()))
 EOF
 }
 
-# load_iptables DIR: microseconds to load its iptables rules into a fresh namespace.
+# load_iptables DIR: microseconds to load its iptables rules into a fresh
+# namespace, or "stopped" (each step is bounded by LOAD_TIMEOUT).
 load_iptables() {
     fresh_ns
     local start end
     start=$(now_us)
-    if grep -qv '^#' "$1/ipsets.restore"; then ip netns exec "$NS" ipset restore < "$1/ipsets.restore"; fi
-    ip netns exec "$NS" iptables-restore < "$1/rules.v4"
-    ip netns exec "$NS" ip6tables-restore < "$1/rules.v6"
+    if grep -qv '^#' "$1/ipsets.restore"; then bounded ipset restore < "$1/ipsets.restore" || { ip netns del "$NS"; echo stopped; return; }; fi
+    if ! bounded iptables-restore < "$1/rules.v4" || ! bounded ip6tables-restore < "$1/rules.v6"; then
+        ip netns del "$NS"; echo stopped; return
+    fi
     end=$(now_us)
     ip netns del "$NS"
     echo $((end - start))
@@ -131,7 +149,7 @@ load_nft() {
     fresh_ns
     local start end
     start=$(now_us)
-    ip netns exec "$NS" nft -f "$1/rules.nft"
+    bounded nft -f "$1/rules.nft" || { ip netns del "$NS"; echo stopped; return; }
     end=$(now_us)
     ip netns del "$NS"
     echo $((end - start))
@@ -140,24 +158,31 @@ load_sh() {
     fresh_ns
     local start end
     start=$(now_us)
-    ip netns exec "$NS" sh "$1/rules.sh" >/dev/null
+    bounded sh "$1/rules.sh" >/dev/null || { ip netns del "$NS"; echo stopped; return; }
     end=$(now_us)
     ip netns del "$NS"
     echo $((end - start))
 }
-best_of() { # best_of N COMMAND ARGS…: the smallest of N runs' outputs
+best_of() { # best_of N COMMAND ARGS…: the smallest of N runs' outputs; "stopped" if one was stopped
     local n=$1 best= value; shift
     for _ in $(seq "$n"); do
         value=$("$@")
+        if [ "$value" = stopped ]; then echo stopped; return; fi
         if [ -z "$best" ] || [ "$value" -lt "$best" ]; then best=$value; fi
     done
     echo "$best"
 }
+nft_sets() { grep -c $'^\tset ' "$1/rules.nft" || true; }
 
 echo "## Rules and load time (seed $SEED)"
 echo
-echo "| rules in the policy | build | lowered | iptables (v4+v6) | nft | tested by a packet falling through INPUT: iptables / nft | load: iptables-restore | load: nft -f | load: sh rules.sh (one call per rule) | sh / iptables-restore | sh / nft |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+baseline_head=; baseline_rule=
+if [ -n "$BASELINE_FWC" ]; then
+    baseline_head=" baseline rules.nft: nft, sets | load: baseline nft -f | baseline / this nft -f |"
+    baseline_rule="---|---|---|"
+fi
+echo "| rules in the policy | build | lowered | iptables (v4+v6) | nft | nft sets | tested by a packet falling through INPUT: iptables / nft | load: iptables-restore | load: nft -f | nft -f / iptables-restore | load: sh rules.sh (one call per rule) | sh / iptables-restore | sh / nft |$baseline_head"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|$baseline_rule"
 for n in $SIZES; do
     python3 bench/gen_policy.py "$n" --seed "$SEED" --fw "$TMP/p$n.fw" >/dev/null
     out="$TMP/out$n"
@@ -182,7 +207,15 @@ for n in $SIZES; do
     else
         sh_text="not run (SH_MAX=$SH_MAX)"; r1=-; r2=-
     fi
-    echo "| $n | $(ms "$build_best") | $lowered | $ipt | $nft | $path_ipt / $path_nft | $(ms "$load_i") | $(ms "$load_n") | $sh_text | $r1 | $r2 |"
+    baseline_cells=
+    if [ -n "$BASELINE_FWC" ]; then
+        "$BASELINE_FWC" build "$TMP/p$n.fw" --no-test --stats -o "$out-baseline" 2>"$TMP/stats$n-baseline" >/dev/null \
+            || die "the baseline fwc build failed for $n rules"
+        nft_b=$(sed -n 's/.*; nft \([0-9]*\).*/\1/p' "$TMP/stats$n-baseline")
+        load_b=$(load_nft "$out-baseline")
+        baseline_cells=" $nft_b, $(nft_sets "$out-baseline") | $(ms "$load_b") | $(ratio "$load_b" "$load_n") |"
+    fi
+    echo "| $n | $(ms "$build_best") | $lowered | $ipt | $nft | $(nft_sets "$out") | $path_ipt / $path_nft | $(ms "$load_i") | $(ms "$load_n") | $(ratio "$load_n" "$load_i") | $sh_text | $r1 | $r2 |$baseline_cells"
 done
 echo
 

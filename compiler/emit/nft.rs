@@ -22,12 +22,14 @@
 //!   Within a chain only the order of each family's rules matters, so
 //!   rules of one family between two shared rules are written IPv4 first.
 //! - Adjacent rules that differ only in one address or port list are one
-//!   rule over a set (see `consolidate`). Every list of more than one
-//!   value is a named interval set of the table, one per distinct list
-//!   (see [`Sets`] for why not anonymous sets).
+//!   rule over a set (see `consolidate`). A list of more than one value is
+//!   a named interval set of the table, one per distinct list (see
+//!   [`Sets`] for why not anonymous sets) — as long as the table has room:
+//!   beyond [`SET_BUDGET`] sets, short lists are written as one rule per
+//!   value instead (see [`sets_kept`] for why).
 //! - Every rule's comment names the policy lines it came from.
 
-use crate::consolidate::{self, Field, Values};
+use crate::consolidate::{self, Field, Values, SET_FROM};
 use crate::ir::*;
 use crate::source::{Sources, Span};
 use ipnet::IpNet;
@@ -47,8 +49,16 @@ pub struct Rendered {
 }
 
 /// Renders `rules.nft`. `sources` names the policy lines in comments.
-/// With `merge` false, adjacent rules are not merged into sets.
+/// With `merge` false, adjacent rules are not merged into sets, and every
+/// list of more than one value is a set.
 pub fn render(ruleset: &Ruleset, sources: &Sources, header: &str, merge: bool) -> Rendered {
+    render_with(ruleset, sources, header, merge, SET_BUDGET)
+}
+
+/// [`render`] with room for `set_budget` sets of short lists instead of
+/// [`SET_BUDGET`] (see [`sets_kept`]); tests use a small budget to write
+/// both spellings of short lists in small policies.
+pub fn render_with(ruleset: &Ruleset, sources: &Sources, header: &str, merge: bool, set_budget: usize) -> Rendered {
     let lines = LineIndex::new(sources);
     let mut out = String::new();
     for line in header.lines() {
@@ -60,9 +70,6 @@ pub fn render(ruleset: &Ruleset, sources: &Sources, header: &str, merge: bool) -
     out.push_str(&format!("table {TABLE} {{}}\ndelete table {TABLE}\n\ntable {TABLE} {{\n"));
 
     let chains = chain_lists(ruleset);
-    let mut body = String::new();
-    let mut sets = Sets::default();
-    let mut rules = 0;
     let nat = ruleset.rules.iter().any(|rule| rule.table == Table::Nat);
     let mut order: Vec<(Table, ChainRef)> =
         Table::Filter.builtin_chains().iter().map(|chain| (Table::Filter, chain.clone())).collect();
@@ -73,7 +80,15 @@ pub fn render(ruleset: &Ruleset, sources: &Sources, header: &str, merge: bool) -
     if nat {
         order.extend(Table::Nat.builtin_chains().iter().map(|chain| (Table::Nat, chain.clone())));
     }
-    for (table, chain) in &order {
+    let empty = Vec::new();
+    let plans: Vec<Vec<Planned>> =
+        order.iter().map(|(table, chain)| plan(chains.get(&(*table, chain.clone())).unwrap_or(&empty), merge)).collect();
+    let kept = if merge { sets_kept(&plans, set_budget) } else { std::collections::HashSet::new() };
+
+    let mut body = String::new();
+    let mut sets = Sets::default();
+    let mut rules = 0;
+    for ((table, chain), planned) in order.iter().zip(&plans) {
         if !body.is_empty() {
             body.push('\n');
         }
@@ -85,27 +100,20 @@ pub fn render(ruleset: &Ruleset, sources: &Sources, header: &str, merge: bool) -
             };
             body.push_str(&format!("\t\t{hook} policy {policy};\n"));
         }
-        let empty = Vec::new();
-        let list = chains.get(&(*table, chain.clone())).unwrap_or(&empty);
-        let items = pair_families(list);
-        let item_rules: Vec<&Rule> = items.iter().map(|item| item.rule).collect();
-        let runs = consolidate::runs(&item_rules, |a, b| merge && items[a].both == items[b].both);
-        let mut index = 0;
-        while index < runs.len() {
-            let verdicts = if merge { verdict_map(&items, &runs[index..]) } else { Vec::new() };
-            let (taken, vmap) = if verdicts.len() >= 2 { (verdicts.len(), Some(verdicts)) } else { (1, None) };
-            let first = &runs[index];
-            let spans: Vec<Span> = runs[index..index + taken]
-                .iter()
-                .flat_map(|run| items[run.range.clone()].iter().map(|item| item.rule.origin.span))
-                .collect();
-            let item = items[first.range.start];
-            body.push_str("\t\t");
-            write_rule(item, first.merged.as_ref(), vmap.as_deref(), &mut sets, &mut body);
-            write_comment(&lines, &spans, item.rule.matches.comment.as_deref(), &mut body);
-            body.push('\n');
-            rules += 1;
-            index += taken;
+        for entry in planned {
+            let spelled = if merge && entry.vmap.is_none() {
+                spell(entry.item.rule, entry.merged.as_ref(), &|key| kept.contains(key))
+            } else {
+                vec![(std::borrow::Cow::Borrowed(entry.item.rule), entry.merged.clone())]
+            };
+            for (rule, merged) in &spelled {
+                body.push_str("\t\t");
+                let item = Item { rule, both: entry.item.both };
+                write_rule(item, merged.as_ref(), entry.vmap.as_deref(), &mut sets, &mut body);
+                write_comment(&lines, &entry.spans, entry.item.rule.matches.comment.as_deref(), &mut body);
+                body.push('\n');
+                rules += 1;
+            }
         }
         body.push_str("\t}\n");
     }
@@ -302,6 +310,212 @@ fn verdict_map<'a>(items: &[Item<'a>], runs: &[consolidate::Run]) -> Vec<(Vec<Po
     entries
 }
 
+/// A rule of a chain as the consolidation leaves it, before its lists
+/// are spelled: one item standing for a run of rules (`merged`), or for
+/// several runs sharing a verdict map (`vmap`).
+struct Planned<'a> {
+    item: Item<'a>,
+    merged: Option<(Field, Values)>,
+    vmap: Option<Vec<(Vec<PortRange>, &'a Target)>>,
+    /// The policy lines of every rule it stands for.
+    spans: Vec<Span>,
+}
+
+/// One chain's rules: families paired, runs merged (with `merge`), and
+/// runs that differ only in their ports and verdict in one verdict map.
+fn plan<'a>(list: &[&'a Rule], merge: bool) -> Vec<Planned<'a>> {
+    let items = pair_families(list);
+    let item_rules: Vec<&Rule> = items.iter().map(|item| item.rule).collect();
+    let runs = consolidate::runs(&item_rules, |a, b| merge && items[a].both == items[b].both);
+    let mut planned = Vec::with_capacity(runs.len());
+    let mut index = 0;
+    while index < runs.len() {
+        let verdicts = if merge { verdict_map(&items, &runs[index..]) } else { Vec::new() };
+        let (taken, vmap) = if verdicts.len() >= 2 { (verdicts.len(), Some(verdicts)) } else { (1, None) };
+        let spans = runs[index..index + taken]
+            .iter()
+            .flat_map(|run| items[run.range.clone()].iter().map(|item| item.rule.origin.span))
+            .collect();
+        let first = &runs[index];
+        planned.push(Planned { item: items[first.range.start], merged: first.merged.clone(), vmap, spans });
+        index += taken;
+    }
+    planned
+}
+
+/// How many named sets the table may hold, counting those of lists that
+/// can also be written as one rule per value (see [`sets_kept`]).
+pub const SET_BUDGET: usize = 4096;
+
+/// A set's type and elements, as written: what makes two lists one set.
+type SetKey = (&'static str, Vec<String>);
+
+/// A list of a rule that would be a set, and whether it may be written as
+/// one rule per value instead: positive, fewer than [`SET_FROM`] values,
+/// and not under a `limit` (each rule has a token bucket of its own).
+struct ListUse {
+    key: SetKey,
+    values: usize,
+    splittable: bool,
+}
+
+/// The lists of more than one value a rule (or the run merged into it)
+/// matches: the merged list, and its own port lists.
+fn list_uses(rule: &Rule, merged: Option<&(Field, Values)>) -> Vec<ListUse> {
+    let mut uses = Vec::new();
+    match merged {
+        Some((_, Values::Addresses(nets))) if nets.len() > 1 => {
+            let key = address_key(nets, rule.family);
+            uses.push(ListUse { values: key.1.len(), splittable: key.1.len() < SET_FROM, key });
+        }
+        Some((_, Values::Ports(ports))) if ports.len() > 1 => {
+            let key = port_key(ports);
+            uses.push(ListUse { values: key.1.len(), splittable: key.1.len() < SET_FROM, key });
+        }
+        _ => {}
+    }
+    for field in [Field::SourcePorts, Field::DestinationPorts] {
+        if merged.is_some_and(|(merged, _)| *merged == field) {
+            continue;
+        }
+        let own = if field == Field::SourcePorts { &rule.matches.source_ports } else { &rule.matches.destination_ports };
+        let Some(own) = own.as_ref().filter(|own| own.value.len() > 1) else { continue };
+        let key = port_key(&own.value);
+        if key.1.len() > 1 {
+            let splittable = !own.negated && key.1.len() < SET_FROM && rule.matches.limit.is_none();
+            uses.push(ListUse { values: key.1.len(), splittable, key });
+        }
+    }
+    uses
+}
+
+/// The short lists that stay named sets; every other short list is
+/// written as one rule per value.
+///
+/// Why a budget: the kernel finds a set by its name by walking the
+/// table's list of sets, once when the set is added (to refuse a second
+/// set of that name) and once for every rule that uses it, so a
+/// transaction costs about sets × (sets + rules using a set). With one set
+/// per distinct list, the 100,000-rule benchmark policy has some 31,000
+/// sets and takes over a minute to load; its rules cost far less. So the
+/// table has at most [`SET_BUDGET`] sets, given to the short lists that
+/// save the most rules ((values − 1) × rules using it, ties to the list
+/// used first); lists of [`SET_FROM`] values or more, negated lists and
+/// lists under a `limit` are sets whatever the budget, and take their
+/// share of it first. Policies with fewer distinct lists than the budget
+/// keep every list a set.
+fn sets_kept(plans: &[Vec<Planned>], budget: usize) -> std::collections::HashSet<SetKey> {
+    let mut required: std::collections::HashSet<SetKey> = std::collections::HashSet::new();
+    // Per short list: rules saved as a set, and when it is first used.
+    let mut saving: std::collections::HashMap<SetKey, (usize, usize)> = std::collections::HashMap::new();
+    for entry in plans.iter().flatten().filter(|entry| entry.vmap.is_none()) {
+        for ListUse { key, values, splittable } in list_uses(entry.item.rule, entry.merged.as_ref()) {
+            if !splittable {
+                required.insert(key);
+                continue;
+            }
+            let first = saving.len();
+            saving.entry(key).or_insert((0, first)).0 += values - 1;
+        }
+    }
+    let mut candidates: Vec<(SetKey, (usize, usize))> =
+        saving.into_iter().filter(|(key, _)| !required.contains(key)).collect();
+    candidates.sort_unstable_by(|(_, (a, a_first)), (_, (b, b_first))| b.cmp(a).then(a_first.cmp(b_first)));
+    let room = budget.saturating_sub(required.len());
+    required.extend(candidates.into_iter().take(room).map(|(key, _)| key));
+    required
+}
+
+/// A rule to write, and the merged list it matches instead of its own.
+type Spelled<'a> = (std::borrow::Cow<'a, Rule>, Option<(Field, Values)>);
+
+/// The rules that write one planned rule: itself, or, for each short list
+/// not kept as a set, one rule per value of the list (the product when
+/// several lists are short), in the order of the values.
+///
+/// Why that keeps the behaviour: a list's values are disjoint (blocks
+/// are aggregated, port ranges joined), so a packet matches at most one
+/// of the rules, and that one does what the single rule would, even when
+/// it logs or jumps to a chain that returns. Lists under a `limit` are
+/// never split ([`list_uses`]).
+fn spell<'a>(rule: &'a Rule, merged: Option<&(Field, Values)>, kept: &dyn Fn(&SetKey) -> bool) -> Vec<Spelled<'a>> {
+    use std::borrow::Cow;
+    let split = |key: SetKey, splittable: bool| splittable && !kept(&key);
+    let mut spelled: Vec<Spelled<'a>> = Vec::new();
+    match merged {
+        Some((field, Values::Addresses(nets)))
+            if nets.len() > 1 && split(address_key(nets, rule.family), nets.len() < SET_FROM) =>
+        {
+            for net in nets {
+                let mut one = rule.clone();
+                let side = if *field == Field::Source { &mut one.matches.source } else { &mut one.matches.destination };
+                *side = Some(Match::positive(*net));
+                spelled.push((Cow::Owned(one), None));
+            }
+        }
+        Some((field, Values::Ports(ports))) if ports.len() > 1 && split(port_key(ports), ports.len() < SET_FROM) => {
+            for range in ports {
+                let mut one = rule.clone();
+                *ports_side(&mut one, *field) = Some(Match::positive(vec![*range]));
+                spelled.push((Cow::Owned(one), None));
+            }
+        }
+        _ => spelled.push((Cow::Borrowed(rule), merged.cloned())),
+    }
+    for field in [Field::SourcePorts, Field::DestinationPorts] {
+        if merged.is_some_and(|(merged, _)| *merged == field) {
+            continue;
+        }
+        let own = match field {
+            Field::SourcePorts => &rule.matches.source_ports,
+            _ => &rule.matches.destination_ports,
+        };
+        let Some(own) = own.as_ref().filter(|own| own.value.len() > 1) else { continue };
+        let ranges = consolidate::merge_ports(own.value.clone());
+        let splittable = !own.negated && ranges.len() < SET_FROM && rule.matches.limit.is_none();
+        if ranges.len() < 2 || !split(port_key(&ranges), splittable) {
+            continue;
+        }
+        spelled = spelled
+            .into_iter()
+            .flat_map(|(one, merged)| {
+                ranges.iter().map(move |range| {
+                    let mut copy = one.clone().into_owned();
+                    *ports_side(&mut copy, field) = Some(Match::positive(vec![*range]));
+                    (Cow::Owned(copy), merged.clone())
+                })
+            })
+            .collect();
+    }
+    spelled
+}
+
+fn ports_side(rule: &mut Rule, field: Field) -> &mut Option<Match<Vec<PortRange>>> {
+    if field == Field::SourcePorts {
+        &mut rule.matches.source_ports
+    } else {
+        &mut rule.matches.destination_ports
+    }
+}
+
+/// The set an address list is: its blocks, aggregated, as written.
+fn address_key(nets: &[IpNet], family: Family) -> SetKey {
+    let texts = IpNet::aggregate(&nets.to_vec())
+        .iter()
+        .map(|net| {
+            let mut text = String::new();
+            push_net(net, &mut text);
+            text
+        })
+        .collect();
+    (if family == Family::V4 { "ipv4_addr" } else { "ipv6_addr" }, texts)
+}
+
+/// The set a port list is: its ranges, joined, as written.
+fn port_key(ports: &[PortRange]) -> SetKey {
+    ("inet_service", consolidate::merge_ports(ports.to_vec()).iter().map(range_text).collect())
+}
+
 /// A named set the rules use.
 struct NamedSet {
     name: String,
@@ -309,11 +523,12 @@ struct NamedSet {
     elements: Vec<String>,
 }
 
-/// The table's named sets, one per distinct list. Every list of more than
-/// one value is a named set rather than an anonymous one: the kernel
-/// takes a transaction with thousands of anonymous sets slowly (a
-/// 10,000-rule policy loaded in over 100 s with ~7,000 anonymous sets, in
-/// seconds with its ~3,300 distinct lists as named sets).
+/// The table's named sets, one per distinct list. A list is a named set
+/// rather than an anonymous one: the kernel gives an anonymous set its
+/// name (`__set%d`) by reading the name of every set of the table, and a
+/// rule looks one up by walking them all before it finds it by its id, so
+/// a 10,000-rule policy loaded in over 100 s with ~7,000 anonymous sets,
+/// in seconds with its ~3,300 distinct lists as named sets.
 #[derive(Default)]
 struct Sets {
     list: Vec<NamedSet>,
@@ -343,27 +558,19 @@ impl Sets {
 
     /// One block inline, several as a set.
     fn addresses(&mut self, nets: &[IpNet], family: Family) -> String {
-        let nets = IpNet::aggregate(&nets.to_vec());
-        let texts: Vec<String> = nets
-            .iter()
-            .map(|net| {
-                let mut text = String::new();
-                push_net(net, &mut text);
-                text
-            })
-            .collect();
-        match texts.as_slice() {
-            [single] => single.clone(),
-            _ => self.reference(if family == Family::V4 { "ipv4_addr" } else { "ipv6_addr" }, texts),
+        let (kind, mut texts) = address_key(nets, family);
+        match texts.len() {
+            1 => texts.pop().expect("one block"),
+            _ => self.reference(kind, texts),
         }
     }
 
     /// One port or range inline, several as a set.
     fn ports(&mut self, ports: &[PortRange]) -> String {
-        let ports = consolidate::merge_ports(ports.to_vec());
-        match ports.as_slice() {
-            [single] => range_text(single),
-            _ => self.reference("inet_service", ports.iter().map(range_text).collect()),
+        let (kind, mut texts) = port_key(ports);
+        match texts.len() {
+            1 => texts.pop().expect("one range"),
+            _ => self.reference(kind, texts),
         }
     }
 }
@@ -768,5 +975,132 @@ impl LineIndex {
             Some(starts) => starts.partition_point(|start| *start <= offset),
             None => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    /// rules.nft of a policy, with room for `budget` sets of short lists.
+    fn nft(policy: &str, merge: bool, budget: usize) -> String {
+        let fs = crate::source::OneFile { path: PathBuf::from("p.fw"), text: policy.to_string() };
+        let compilation = crate::compile(&fs, Path::new("p.fw"), &[]).expect("readable");
+        assert!(!compilation.has_errors(), "{}", compilation.render_diagnostics());
+        render_with(&compilation.lowered.ruleset, &compilation.sources, "", merge, budget).text
+    }
+
+    /// The set declarations and the rules of chain INPUT, without comments.
+    fn input(text: &str) -> Vec<String> {
+        let sets = text.lines().filter(|line| line.starts_with("\tset "));
+        let rules = text
+            .lines()
+            .skip_while(|line| *line != "\tchain INPUT {")
+            .skip(2)
+            .take_while(|line| *line != "\t}");
+        sets.chain(rules).map(|line| line.trim().split(" comment ").next().unwrap_or_default().to_string()).collect()
+    }
+
+    const POLICY: &str = "policy in drop\n\
+        allow in tcp 22, 80 from { 198.18.0.1, 198.18.0.9 } stateful\n\
+        allow in udp 53, 123\n\
+        allow in tcp 1000, 2000, 3000 limit 5/second\n\
+        deny in tcp not 7, 9\n";
+
+    #[test]
+    fn short_lists_are_sets_while_the_table_has_room() {
+        assert_eq!(
+            input(&nft(POLICY, true, SET_BUDGET)),
+            [
+                "set addr4-1 { type ipv4_addr; flags interval; elements = { 198.18.0.1, 198.18.0.9 }; }",
+                "set ports-1 { type inet_service; flags interval; elements = { 22, 80 }; }",
+                "set ports-2 { type inet_service; flags interval; elements = { 53, 123 }; }",
+                "set ports-3 { type inet_service; flags interval; elements = { 1000, 2000, 3000 }; }",
+                "set ports-4 { type inet_service; flags interval; elements = { 7, 9 }; }",
+                "ip saddr @addr4-1 tcp dport @ports-1 ct state new,established accept",
+                "udp dport @ports-2 accept",
+                "meta nfproto ipv4 tcp dport @ports-3 limit rate 5/second burst 5 packets accept",
+                "meta nfproto ipv6 tcp dport @ports-3 limit rate 5/second burst 5 packets accept",
+                "tcp dport != @ports-4 drop",
+            ]
+        );
+    }
+
+    /// Without room, a short list is a rule per value (a product for two
+    /// lists); a list under a limit (one token bucket) and a negated list
+    /// stay sets.
+    #[test]
+    fn beyond_the_budget_short_lists_are_one_rule_per_value() {
+        assert_eq!(
+            input(&nft(POLICY, true, 0)),
+            [
+                "set ports-1 { type inet_service; flags interval; elements = { 1000, 2000, 3000 }; }",
+                "set ports-2 { type inet_service; flags interval; elements = { 7, 9 }; }",
+                "ip saddr 198.18.0.1 tcp dport 22 ct state new,established accept",
+                "ip saddr 198.18.0.1 tcp dport 80 ct state new,established accept",
+                "ip saddr 198.18.0.9 tcp dport 22 ct state new,established accept",
+                "ip saddr 198.18.0.9 tcp dport 80 ct state new,established accept",
+                "udp dport 53 accept",
+                "udp dport 123 accept",
+                "meta nfproto ipv4 tcp dport @ports-1 limit rate 5/second burst 5 packets accept",
+                "meta nfproto ipv6 tcp dport @ports-1 limit rate 5/second burst 5 packets accept",
+                "tcp dport != @ports-2 drop",
+            ]
+        );
+    }
+
+    /// The two sets that must be take two places; the third goes to the
+    /// list that saves most rules: the addresses and the ports of line 2
+    /// each save two (the allow and its reply), the addresses come first.
+    #[test]
+    fn the_budget_goes_to_the_lists_that_save_most_rules() {
+        assert_eq!(
+            input(&nft(POLICY, true, 3)),
+            [
+                "set addr4-1 { type ipv4_addr; flags interval; elements = { 198.18.0.1, 198.18.0.9 }; }",
+                "set ports-1 { type inet_service; flags interval; elements = { 1000, 2000, 3000 }; }",
+                "set ports-2 { type inet_service; flags interval; elements = { 7, 9 }; }",
+                "ip saddr @addr4-1 tcp dport 22 ct state new,established accept",
+                "ip saddr @addr4-1 tcp dport 80 ct state new,established accept",
+                "udp dport 53 accept",
+                "udp dport 123 accept",
+                "meta nfproto ipv4 tcp dport @ports-1 limit rate 5/second burst 5 packets accept",
+                "meta nfproto ipv6 tcp dport @ports-1 limit rate 5/second burst 5 packets accept",
+                "tcp dport != @ports-2 drop",
+            ]
+        );
+    }
+
+    /// A list of SET_FROM blocks or more is one set lookup whatever the
+    /// budget: the per-packet cost of a long deny list.
+    #[test]
+    fn long_lists_stay_sets_without_room() {
+        let blocks: Vec<String> = (0..SET_FROM).map(|n| format!("198.18.{}.0/24", n * 2)).collect();
+        let policy = format!("policy in drop\ndeny in from {{ {} }}\nallow in tcp 22\n", blocks.join(", "));
+        let rules = input(&nft(&policy, true, 0));
+        assert_eq!(rules.len(), 3, "{rules:#?}");
+        assert!(rules[0].starts_with("set addr4-1 {"), "{rules:#?}");
+        assert_eq!(rules[1..], ["ip saddr @addr4-1 drop", "tcp dport 22 accept"]);
+    }
+
+    /// `--no-consolidate`: one kernel rule per rule fwc lowers, lists as sets.
+    #[test]
+    fn without_consolidation_lists_are_sets() {
+        let rules = input(&nft("policy in drop\nallow in udp 53, 123\n", false, 0));
+        assert_eq!(
+            rules,
+            ["set ports-1 { type inet_service; flags interval; elements = { 53, 123 }; }", "udp dport @ports-1 accept"]
+        );
+    }
+
+    #[test]
+    fn the_spelling_is_deterministic() {
+        let lists: Vec<String> =
+            (0..40).map(|n| format!("allow in tcp {}, {} from 198.18.{n}.1\n", 1000 + n, 2000 + n % 7)).collect();
+        let policy = format!("policy in drop\n{}", lists.concat());
+        let first = nft(&policy, true, 10);
+        assert_eq!(first, nft(&policy, true, 10));
+        assert_eq!(first.lines().filter(|line| line.starts_with("\tset ")).count(), 10);
     }
 }

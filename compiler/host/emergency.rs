@@ -41,3 +41,32 @@ const V6: &str = "# fwc emergency ruleset: drop everything but loopback, establi
 -A OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT\n\
 -A OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type 136 -j ACCEPT\n\
 COMMIT\n";
+
+/// The same for the nftables backend: `nft -f` input replacing `table inet
+/// fwc`, both families in one table. Its drop policies hold whatever other
+/// tables accept: a packet a base chain drops is dropped.
+pub fn nft_text() -> String {
+    format!("# fwc emergency ruleset: drop everything but loopback, established connections, neighbour discovery and ssh in\n{}{NFT}", super::nft::restore_text(None))
+}
+
+const NFT: &str = "table inet fwc {
+\tchain INPUT {
+\t\ttype filter hook input priority filter; policy drop;
+\t\tiif \"lo\" accept
+\t\tct state established,related accept
+\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+\t\ttcp dport 22 ct state new accept
+\t}
+
+\tchain FORWARD {
+\t\ttype filter hook forward priority filter; policy drop;
+\t}
+
+\tchain OUTPUT {
+\t\ttype filter hook output priority filter; policy drop;
+\t\toif \"lo\" accept
+\t\tct state established,related accept
+\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+\t}
+}
+";

@@ -6,10 +6,12 @@
 //! files; [`diff`] compares two normal forms chain by chain; [`lockout`]
 //! finds the SSH sessions a policy would cut; [`ipsets`] compares the
 //! address sets a build fills with the live ones; [`emergency`] is the ruleset
-//! of last resort at boot.
+//! of last resort at boot; [`nft`] reads `nft -j` listings of `table inet
+//! fwc` into the same normal form, for the nftables backend.
 
 pub mod diff;
 pub mod emergency;
 pub mod ipsets;
 pub mod lockout;
+pub mod nft;
 pub mod ruleset;

@@ -28,7 +28,8 @@
 //! - `host`: `fwc apply`, `confirm`, `diff` and `apply --boot` run inside
 //!   namespaces with temporary state directories: rollback of both
 //!   families, the lockout guard, the detached rollback, drift on both
-//!   iptables backends, boot fallbacks.
+//!   iptables backends, boot fallbacks; `host::nft` the same with
+//!   `--backend nft`, next to other tables it must leave alone.
 //! - `lab`: the veth topology, the probe servers and clients; `agent`: one
 //!   traffic process per namespace for many flows at once;
 //!   `support`: namespaces, the fwc binary, bounded commands, diffs;

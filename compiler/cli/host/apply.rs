@@ -3,12 +3,11 @@
 
 use super::backend::Backend;
 use super::exit;
-use super::plan::{load, plan, set_diffs, FamilyPlan, Loaded};
+use super::plan::{back_up, ignored, load, plan, set_diffs, Loaded, Plan, PlanError};
 use super::rollback;
 use super::state::{Files, State};
 use super::HostArgs;
 use fwc::host::lockout::{self, Session};
-use fwc::ir::Family;
 use fwc::{Compilation, OsFileSystem};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +16,7 @@ use std::time::Duration;
 #[derive(clap::Args)]
 pub struct ApplyArgs {
     /// A policy (.fw), or a directory `fwc build` wrote (rules.v4, rules.v6,
-    /// ipsets.restore)
+    /// ipsets.restore; rules.nft for --backend nft)
     #[arg(required_unless_present = "boot")]
     pub target: Option<PathBuf>,
     /// Set a `param`: --set NAME=VALUE (repeatable)
@@ -41,9 +40,8 @@ pub struct ApplyArgs {
     pub host: HostArgs,
 }
 
-/// What apply loads: both restore texts and the address sets, and the
-/// compiled policy when there is one (for the lockout check and its
-/// diagnostics).
+/// What apply loads: the build's files, and the compiled policy when there
+/// is one (for the lockout check and its diagnostics).
 pub struct Build {
     pub name: String,
     pub files: Files,
@@ -59,7 +57,8 @@ pub fn run(args: &ApplyArgs) -> u8 {
         return super::rollback::boot(&state, &args.host);
     }
     let target = args.target.as_ref().expect("clap requires a target without --boot");
-    let build = match read_build(target, &args.params) {
+    let backend = args.host.backend_for(&state, "applied");
+    let build = match read_build(backend, target, &args.params) {
         Ok(build) => build,
         Err(code) => return code,
     };
@@ -67,16 +66,19 @@ pub fn run(args: &ApplyArgs) -> u8 {
         Ok(lock) => lock,
         Err(error) => return fail(exit::REFUSED, &error),
     };
-    let backend = args.host.backend;
-    let plans = match plan(backend, build.files.rules(), "policy") {
+    let plans = match plan(backend, &build.files, "policy") {
         Ok(plans) => plans,
-        Err(error) => return fail(exit::USAGE, &error),
+        Err(PlanError::Unreadable(error)) => return fail(exit::USAGE, &error),
+        Err(PlanError::Refused(error)) => return fail(exit::REFUSED, &format!("refused: {error}")),
     };
-    let set_diffs = match set_diffs(&build.files.ipsets) {
+    let set_diffs = match set_diffs(backend, &build.files.ipsets) {
         Ok(diffs) => diffs,
         Err(error) => return fail(exit::USAGE, &error),
     };
     report_kept(&plans);
+    if let Some(note) = ignored(backend, &build.files) {
+        eprintln!("note: {note}");
+    }
     if plans.iter().all(|plan| plan.diffs.is_empty()) && set_diffs.is_empty() {
         println!("no change: the live rules already are {}'s", build.name);
         return exit::NO_CHANGE;
@@ -101,22 +103,25 @@ pub fn run(args: &ApplyArgs) -> u8 {
             return exit::REFUSED;
         }
     }
-    for plan in &plans {
-        if let Err(error) = backend.preflight(plan.family, &build.files.ipsets, &backend.render(&plan.target, &[]), args.host.wait) {
-            return fail(exit::REFUSED, &format!("refused: the {} rules do not load: {error}", plan.family.name()));
+    for plan in plans.iter().filter(|plan| !plan.checked) {
+        if let Err(error) = backend.preflight(plan.part, &build.files.ipsets, &plan.load_text, args.host.wait) {
+            return fail(exit::REFUSED, &format!("refused: the {} rules do not load: {error}", plan.part.name()));
         }
     }
     // Back up the rules as they are. While an earlier apply waits for
     // confirmation, its backup (the confirmed state) stays the one to go
     // back to.
+    let backups = match back_up(backend, &plans) {
+        Ok(backups) => backups,
+        Err(error) => return fail(exit::USAGE, &error),
+    };
     let waiting = state.pending().is_some();
     if !waiting {
-        for plan in &plans {
-            let suffix = family_suffix(plan.family);
-            let backup = backend.render(&plan.live, &[]);
+        for (plan, backup) in plans.iter().zip(&backups) {
+            let suffix = plan.part.suffix();
             if let Err(error) = state
-                .write(&format!("backup.{suffix}"), &backup)
-                .and_then(|()| state.write(&format!("rollback.{suffix}"), &plan.rollback_text(backend)))
+                .write(&format!("backup.{suffix}"), &backup.text)
+                .and_then(|()| state.write(&format!("rollback.{suffix}"), &backup.rollback))
             {
                 return fail(exit::USAGE, &error);
             }
@@ -124,45 +129,41 @@ pub fn run(args: &ApplyArgs) -> u8 {
     } else {
         // The tables this apply creates must be reset by the rollback too.
         for plan in &plans {
-            let suffix = family_suffix(plan.family);
-            let name = format!("rollback.{suffix}");
+            let name = format!("rollback.{}", plan.part.suffix());
             let Some(text) = state.read(&name) else { continue };
-            let (Ok(old), Ok(dump)) = (backend.normalise(&text), fwc::import::parse::parse_dump(&text)) else {
-                continue;
-            };
-            let mut extra: Vec<String> = dump.tables.into_iter().map(|table| table.name).collect();
-            extra.extend(plan.target.tables.keys().cloned());
-            if let Err(error) = state.write(&name, &backend.render(&old, &extra)) {
+            let Some(widened) = backend.widen_rollback(plan.part, &text, &plan.target) else { continue };
+            if let Err(error) = state.write(&name, &widened) {
                 return fail(exit::USAGE, &error);
             }
         }
     }
     let pending = if args.confirm > 0 {
-        match rollback::arm(&state, &args.host, args.confirm) {
+        match rollback::arm(&state, &args.host, backend, args.confirm) {
             Ok(pending) => Some(pending),
             Err(error) => return fail(exit::REFUSED, &format!("refused: cannot arm the rollback: {error}")),
         }
     } else {
         None
     };
-    match load(backend, &plans, &build.files.ipsets, args.host.wait, &state) {
+    match load(backend, &plans, &backups, &build.files.ipsets, args.host.wait, &state) {
         Loaded::Done => {}
         Loaded::RolledBack(error) => {
             if !waiting {
                 state.remove("pending");
             }
             eprintln!("error: {error}");
-            eprintln!("the previous rules are back, both families (checked)");
+            eprintln!("the previous rules are back, {} (checked)", rollback::parts_named(backend));
             return exit::ROLLED_BACK;
         }
         Loaded::RollbackFailed(error) => {
             eprintln!("error: {error}");
-            eprintln!("error: THE RULES ARE IN AN UNKNOWN STATE; the backups are {}/backup.v4 and backup.v6", state.dir.display());
+            let backups: Vec<String> = plans.iter().map(|plan| format!("backup.{}", plan.part.suffix())).collect();
+            eprintln!("error: THE RULES ARE IN AN UNKNOWN STATE; the backups are in {}: {}", state.dir.display(), backups.join(", "));
             return exit::ROLLBACK_FAILED;
         }
     }
     verify(backend, &plans);
-    if let Err(error) = state.write_build("applied", &build.files) {
+    if let Err(error) = state.write_build("applied", &build.files, backend) {
         eprintln!("warning: {error}");
     }
     let changed: usize = plans.iter().map(|plan| plan.diffs.len()).sum();
@@ -189,22 +190,15 @@ pub fn run(args: &ApplyArgs) -> u8 {
     exit::APPLIED
 }
 
-pub fn family_suffix(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "v4",
-        Family::V6 => "v6",
-    }
-}
-
 fn fail(code: u8, message: &str) -> u8 {
     eprintln!("error: {message}");
     code
 }
 
 /// Says what of the live rules stays as it is.
-pub fn report_kept(plans: &[FamilyPlan]) {
+pub fn report_kept(plans: &[Plan]) {
     for plan in plans {
-        let family = plan.family.name();
+        let family = plan.part.name();
         for (table, chain) in &plan.kept.contents {
             eprintln!("note: {family} {table}/{chain}: live contents kept (`keep`)");
         }
@@ -218,14 +212,14 @@ pub fn report_kept(plans: &[FamilyPlan]) {
 }
 
 /// The live rules after a load should be the target exactly.
-fn verify(backend: Backend, plans: &[FamilyPlan]) {
+fn verify(backend: Backend, plans: &[Plan]) {
     for plan in plans {
         let owned: Vec<String> = plan.target.tables.keys().cloned().collect();
-        match backend.live(plan.family) {
+        match backend.live(plan.part) {
             Ok(live) if live.only_tables(&owned) == plan.target => {}
             Ok(live) => {
                 let diffs = fwc::host::diff::diff(&live.only_tables(&owned), &plan.target, "live", "loaded");
-                eprintln!("warning: the live {} rules print differently from what was loaded:", plan.family.name());
+                eprintln!("warning: the live {} rules print differently from what was loaded:", plan.part.name());
                 for chain in diffs {
                     eprint!("{}", chain.text);
                 }
@@ -235,21 +229,30 @@ fn verify(backend: Backend, plans: &[FamilyPlan]) {
     }
 }
 
-/// Reads a build directory, or compiles a policy (diagnostics on stderr,
-/// test blocks run). `Err` is the exit code.
-pub fn read_build(target: &Path, params: &[(String, String)]) -> Result<Build, u8> {
+/// Reads a build directory (the files `backend` loads must be there), or
+/// compiles a policy (diagnostics on stderr, test blocks run). `Err` is the
+/// exit code.
+pub fn read_build(backend: Backend, target: &Path, params: &[(String, String)]) -> Result<Build, u8> {
     let name = target.display().to_string();
     if target.is_dir() {
-        let read = |file: &str| {
+        let nft = backend == Backend::Nft;
+        let read = |file: &str, needed: bool| {
             let path = target.join(file);
+            if !needed && !path.exists() {
+                return Ok(String::new());
+            }
             std::fs::read_to_string(&path).map_err(|error| {
                 eprintln!("error: cannot read {}: {error}", path.display());
                 exit::USAGE
             })
         };
         // A build written before fwc wrote address sets has no ipsets.restore.
-        let ipsets = if target.join("ipsets.restore").exists() { read("ipsets.restore")? } else { String::new() };
-        let files = Files { v4: read("rules.v4")?, v6: read("rules.v6")?, ipsets };
+        let files = Files {
+            v4: read("rules.v4", !nft)?,
+            v6: read("rules.v6", !nft)?,
+            ipsets: read("ipsets.restore", false)?,
+            nft: read("rules.nft", nft)?,
+        };
         return Ok(Build { name, files, compilation: None });
     }
     let compilation = match fwc::compile(&OsFileSystem, target, params) {
@@ -271,7 +274,7 @@ pub fn read_build(target: &Path, params: &[(String, String)]) -> Result<Build, u
     }
     let outputs = fwc::emit::all(&compilation.lowered.ruleset, &compilation.sources, &name);
     let text = |wanted: &str| outputs.iter().find(|(file, _)| *file == wanted).map(|(_, text)| text.clone()).expect("an output");
-    let files = Files { v4: text("rules.v4"), v6: text("rules.v6"), ipsets: text("ipsets.restore") };
+    let files = Files { v4: text("rules.v4"), v6: text("rules.v6"), ipsets: text("ipsets.restore"), nft: text("rules.nft") };
     Ok(Build { name, files, compilation: Some(compilation) })
 }
 

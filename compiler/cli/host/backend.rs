@@ -1,18 +1,21 @@
 //! The programs that read and load the kernel's rules, one backend each.
 //!
-//! A backend is what apply and diff need of the kernel's rules: dump the
-//! live rules of a family (`save`), read a dump or a build into the normal
-//! form they are compared in (`normalise`), write the normal form back as
-//! the backend's input (`render`), load it (`restore`), and load it into a
-//! scratch network namespace first (`preflight`). Everything else works on
-//! the normal form. Another backend (nftables) is another variant here.
+//! A backend loads its rules in [`Part`]s: each iptables family's tables
+//! with one `*-restore` each, or nftables' `table inet fwc` with one
+//! `nft -f`. Of each part, apply and diff need: the live rules (`live`),
+//! a build or a rollback file in the normal form they are compared in
+//! (`normalise`), the file that loads a plan's target (`load_text`), a
+//! backup of the live rules and the file that brings them back
+//! (`back_up`), the load itself (`restore`), and a load into a scratch
+//! network namespace first (`preflight`). Everything else works on
+//! the normal form.
 
 use fwc::host::ruleset::Rules;
 use fwc::ir::Family;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-/// Which iptables programs to run.
+/// Which programs to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
     /// `iptables-save`, `iptables-restore`, …: whatever the system's
@@ -22,6 +25,46 @@ pub enum Backend {
     IptablesNft,
     /// `iptables-legacy-save`, …: the legacy x_tables backend.
     IptablesLegacy,
+    /// `nft`: rules.nft's `table inet fwc`, both families in one
+    /// transaction; no other table is read or written.
+    Nft,
+}
+
+/// What one load replaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// One family's iptables tables.
+    Family(Family),
+    /// nftables' `table inet fwc`.
+    Nft,
+}
+
+impl Part {
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Family(family) => family.name(),
+            Part::Nft => "nftables",
+        }
+    }
+
+    /// The suffix of its files in the state directory (`backup.v4`,
+    /// `rollback.nft`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Part::Family(Family::V4) => "v4",
+            Part::Family(Family::V6) => "v6",
+            Part::Nft => "nft",
+        }
+    }
+}
+
+/// A part's live rules before a load, kept in the state directory.
+pub struct Backup {
+    /// iptables: the live rules' normal form as a restore file; nft: `nft
+    /// list table inet fwc`, empty when there is no such table.
+    pub text: String,
+    /// The input that brings them back after a load.
+    pub rollback: String,
 }
 
 impl Backend {
@@ -30,7 +73,22 @@ impl Backend {
             Backend::Iptables => "iptables",
             Backend::IptablesNft => "iptables-nft",
             Backend::IptablesLegacy => "iptables-legacy",
+            Backend::Nft => "nft",
         }
+    }
+
+    /// The parts a build loads, in order.
+    pub fn parts(self) -> &'static [Part] {
+        match self {
+            Backend::Nft => &[Part::Nft],
+            _ => &[Part::Family(Family::V4), Part::Family(Family::V6)],
+        }
+    }
+
+    /// Whether the rules match ipsets (`ipsets.restore`); rules.nft has
+    /// named sets of its own table instead.
+    pub fn uses_ipsets(self) -> bool {
+        self != Backend::Nft
     }
 
     fn program(self, family: Family, tool: &str) -> String {
@@ -39,52 +97,122 @@ impl Backend {
             Family::V6 => "ip6tables",
         };
         match self {
-            Backend::Iptables => format!("{base}-{tool}"),
+            // nft loads no family of its own: its part is the table.
+            Backend::Iptables | Backend::Nft => format!("{base}-{tool}"),
             Backend::IptablesNft => format!("{base}-nft-{tool}"),
             Backend::IptablesLegacy => format!("{base}-legacy-{tool}"),
         }
     }
 
-    /// The live rules of one family, as `iptables-save` prints them.
-    pub fn save(self, family: Family) -> Result<String, String> {
-        let program = self.program(family, "save");
-        run(Command::new(&program), None, &program)
+    /// A dump, a build or a rollback file in normal form. nft's normal
+    /// form is its listing, so an nft file is loaded into a scratch network
+    /// namespace (created for it and gone with it) and listed there: which
+    /// also checks that the kernel takes it.
+    pub fn normalise(self, part: Part, text: &str) -> Result<Rules, String> {
+        match part {
+            Part::Family(_) => Rules::parse(text).map_err(|error| error.to_string()),
+            Part::Nft => {
+                let mut command = Command::new("unshare");
+                command.args(["--net", "sh", "-c", "nft -f - && exec nft -j list ruleset", "fwc-scratch"]);
+                let listing = run(command, Some(text), "unshare --net nft -f -")
+                    .map_err(|error| format!("the kernel refuses the rules in a scratch namespace: {error}"))?;
+                fwc::host::nft::from_json(&listing)
+            }
+        }
     }
 
-    /// A dump, a build or a backup in normal form.
-    pub fn normalise(self, text: &str) -> Result<Rules, String> {
-        Rules::parse(text).map_err(|error| error.to_string())
+    /// Whether [`normalise`](Backend::normalise) loads a file into a
+    /// scratch namespace, so that a build it read needs no pre-flight.
+    pub fn normalise_loads(self, part: Part) -> bool {
+        part == Part::Nft
     }
 
-    /// The live rules of one family in normal form.
-    pub fn live(self, family: Family) -> Result<Rules, String> {
-        let text = self.save(family)?;
-        self.normalise(&text).map_err(|error| format!("cannot read the live {} rules ({}): {error}", family.name(), self.name()))
+    /// The live rules of a part in normal form.
+    pub fn live(self, part: Part) -> Result<Rules, String> {
+        let unreadable = |error: String| format!("cannot read the live {} rules ({}): {error}", part.name(), self.name());
+        match part {
+            Part::Family(family) => {
+                let program = self.program(family, "save");
+                let text = run(Command::new(&program), None, &program).map_err(unreadable)?;
+                self.normalise(part, &text).map_err(unreadable)
+            }
+            Part::Nft => match nft_list(true).map_err(unreadable)? {
+                Some(listing) => fwc::host::nft::from_json(&listing).map_err(unreadable),
+                None => Ok(Rules::default()),
+            },
+        }
     }
 
-    /// The input that loads exactly `rules`, resetting `empty_tables` too
-    /// (tables to leave empty and accepting).
-    pub fn render(self, rules: &Rules, empty_tables: &[String]) -> String {
-        rules.restore_text(empty_tables)
+    /// The input that loads `target`, the normal form of `built` (the
+    /// build's file) with what other programs own spliced in.
+    pub fn load_text(self, part: Part, target: &Rules, built: &str) -> String {
+        match part {
+            Part::Family(_) => target.restore_text(&[]),
+            // The table is replaced whole: nothing is spliced in.
+            Part::Nft => built.to_string(),
+        }
     }
 
-    /// Loads a restore file, waiting at most `wait` seconds for the xtables
-    /// lock. Each table the file names is replaced whole.
-    pub fn restore(self, family: Family, text: &str, wait: u32) -> Result<(), String> {
-        let program = self.program(family, "restore");
-        let mut command = Command::new(&program);
-        command.arg("-w").arg(wait.to_string());
-        run(command, Some(text), &program).map(drop).map_err(|error| explain_lock(error, wait))
+    /// The backup of the live rules (`live`, read when planning), and the
+    /// input that brings them back, undoing a load of `target`: iptables
+    /// resets the tables the target loads and the live rules lack; nft
+    /// lists the table (as `nft -f` input: its JSON is for comparing) and
+    /// replaces the table with it, or deletes it when there was none.
+    pub fn back_up(self, part: Part, live: &Rules, target: &Rules) -> Result<Backup, String> {
+        match part {
+            Part::Family(_) => Ok(Backup {
+                text: live.restore_text(&[]),
+                rollback: live.restore_text(&target.tables_missing_from(live)),
+            }),
+            Part::Nft => {
+                let listing = nft_list(false)
+                    .map_err(|error| format!("cannot read the live {} rules ({}): {error}", part.name(), self.name()))?;
+                Ok(Backup { rollback: fwc::host::nft::restore_text(listing.as_deref()), text: listing.unwrap_or_default() })
+            }
+        }
     }
 
-    /// Loads a restore file into a network namespace of its own, created for
+    /// A rollback file written by an earlier apply still waiting for
+    /// confirmation, made to also reset the tables `target` loads: none
+    /// for nft, whose rollback replaces the whole table anyway.
+    pub fn widen_rollback(self, part: Part, rollback: &str, target: &Rules) -> Option<String> {
+        let Part::Family(_) = part else { return None };
+        let old = Rules::parse(rollback).ok()?;
+        let dump = fwc::import::parse::parse_dump(rollback).ok()?;
+        let mut extra: Vec<String> = dump.tables.into_iter().map(|table| table.name).collect();
+        extra.extend(target.tables.keys().cloned());
+        Some(old.restore_text(&extra))
+    }
+
+    /// Loads a file, waiting at most `wait` seconds for the xtables lock.
+    /// Each table the file names is replaced whole.
+    pub fn restore(self, part: Part, text: &str, wait: u32) -> Result<(), String> {
+        match part {
+            Part::Family(family) => {
+                let program = self.program(family, "restore");
+                let mut command = Command::new(&program);
+                command.arg("-w").arg(wait.to_string());
+                run(command, Some(text), &program).map(drop).map_err(|error| explain_lock(error, wait))
+            }
+            Part::Nft => {
+                let mut command = Command::new("nft");
+                command.args(["-f", "-"]);
+                run(command, Some(text), "nft -f -").map(drop)
+            }
+        }
+    }
+
+    /// Loads a file into a network namespace of its own, created for
     /// this load and gone with it: the kernel checks every rule, which
     /// `--test` alone does not on the nf_tables backend.
     /// The legacy backend's lock is a file, not a namespace's: the scratch
     /// load waits for it like the real one.
     /// Address sets are per network namespace: `ipsets` (an `ipset restore`
     /// file, possibly empty) is loaded into the scratch namespace first.
-    pub fn preflight(self, family: Family, ipsets: &str, text: &str, wait: u32) -> Result<(), String> {
+    pub fn preflight(self, part: Part, ipsets: &str, text: &str, wait: u32) -> Result<(), String> {
+        let Part::Family(family) = part else {
+            return self.normalise(part, text).map(drop);
+        };
         let program = self.program(family, "restore");
         let mut command = Command::new("unshare");
         command.arg("--net");
@@ -105,6 +233,28 @@ impl Backend {
                 format!("the kernel refuses the rules in a scratch namespace: {error}")
             }
         })
+    }
+}
+
+/// `nft list table inet fwc` (`-j`: as JSON); none when there is no such
+/// table. A failed listing is told from a missing table by `nft list
+/// tables`, so that an nft that cannot run is never "no table".
+fn nft_list(json: bool) -> Result<Option<String>, String> {
+    let mut command = Command::new("nft");
+    if json {
+        command.arg("-j");
+    }
+    command.args(["list", "table", "inet", "fwc"]);
+    match run(command, None, "nft list table inet fwc") {
+        Ok(listing) => Ok(Some(listing)),
+        Err(error) => {
+            let mut tables = Command::new("nft");
+            tables.args(["-j", "list", "tables"]);
+            match fwc::host::nft::has_table(&run(tables, None, "nft -j list tables")?)? {
+                false => Ok(None),
+                true => Err(error),
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::apply::read_build;
 use super::exit;
-use super::plan::{plan, set_diffs};
+use super::plan::{ignored, plan, set_diffs};
 use super::state::State;
 use super::HostArgs;
 use std::path::PathBuf;
@@ -20,13 +20,14 @@ pub struct DiffArgs {
 
 /// Exit 0 in sync, 1 drift, 2 cannot tell.
 pub fn run(args: &DiffArgs) -> u8 {
+    let state = State { dir: args.host.state_dir.clone() };
+    let backend = args.host.backend_for(&state, "applied");
     let (name, files) = match &args.target {
-        Some(target) => match read_build(target, &args.params) {
+        Some(target) => match read_build(backend, target, &args.params) {
             Ok(build) => (build.name, build.files),
             Err(_) => return 2,
         },
         None => {
-            let state = State { dir: args.host.state_dir.clone() };
             match state.build("applied") {
                 Some(files) => ("applied".to_string(), files),
                 None => {
@@ -36,13 +37,17 @@ pub fn run(args: &DiffArgs) -> u8 {
             }
         }
     };
-    let (plans, set_diffs) = match plan(args.host.backend, files.rules(), &name).and_then(|plans| Ok((plans, set_diffs(&files.ipsets)?))) {
+    let planned = plan(backend, &files, &name).map_err(|error| error.to_string());
+    let (plans, set_diffs) = match planned.and_then(|plans| Ok((plans, set_diffs(backend, &files.ipsets)?))) {
         Ok(both) => both,
         Err(error) => {
             eprintln!("error: {error}");
             return 2;
         }
     };
+    if let Some(note) = ignored(backend, &files) {
+        eprintln!("note: {note}");
+    }
     let mut drift = !set_diffs.is_empty();
     print!("{}", set_diffs.concat());
     for plan in &plans {
@@ -50,7 +55,7 @@ pub fn run(args: &DiffArgs) -> u8 {
             drift = true;
             print!("{}", chain.text);
         }
-        let family = plan.family.name();
+        let family = plan.part.name();
         for chain in &plan.unmanaged.chains {
             eprintln!("note: {family} {chain}: unmanaged (another program's chain)");
         }

@@ -11,6 +11,8 @@ pub mod plan;
 pub mod rollback;
 pub mod state;
 
+use backend::Backend;
+use state::State;
 use std::path::PathBuf;
 
 /// Exit codes of `fwc apply` (docs/user-guide.md lists them).
@@ -39,10 +41,22 @@ pub struct HostArgs {
     /// The state directory: backups, lock, applied and confirmed builds
     #[arg(long, value_name = "DIR", env = "FWC_STATE_DIR", default_value = "/var/lib/fwc")]
     pub state_dir: PathBuf,
-    /// The iptables programs to run
-    #[arg(long, value_enum, env = "FWC_BACKEND", default_value = "iptables")]
-    pub backend: backend::Backend,
+    /// The programs that load the rules: the iptables ones, or nft (rules.nft).
+    /// Default: the backend of the last applied build, else iptables
+    #[arg(long, value_enum, env = "FWC_BACKEND")]
+    pub backend: Option<backend::Backend>,
     /// Seconds to wait for the xtables lock and for another fwc
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub wait: u32,
+}
+
+impl HostArgs {
+    /// The backend for a build of the state directory (`applied`,
+    /// `confirmed`, `previous`): the one named by `--backend` or
+    /// `FWC_BACKEND`, else the one that build was loaded with, else
+    /// iptables. So a host that applied with nft goes on with nft, at
+    /// boot too, without being told again.
+    pub fn backend_for(&self, state: &State, build: &str) -> Backend {
+        self.backend.or_else(|| state.backend(build)).unwrap_or(Backend::Iptables)
+    }
 }

@@ -11,7 +11,7 @@
 
 use super::backend::Backend;
 use super::exit;
-use super::plan::{load, plan, roll_back, Loaded};
+use super::plan::{back_up, load, plan, roll_back, Loaded};
 use super::state::{now, Files, Pending, State};
 use super::HostArgs;
 use fwc::ir::Family;
@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Writes the pending record and starts the rollback process.
-pub fn arm(state: &State, host: &HostArgs, seconds: u64) -> Result<Pending, String> {
+pub fn arm(state: &State, host: &HostArgs, backend: Backend, seconds: u64) -> Result<Pending, String> {
     let pending = Pending {
         id: format!("{}-{}", std::process::id(), now()),
         deadline: now() + seconds * 1000,
@@ -36,7 +36,7 @@ pub fn arm(state: &State, host: &HostArgs, seconds: u64) -> Result<Pending, Stri
         .arg("--state-dir")
         .arg(&state.dir)
         .arg("--backend")
-        .arg(host.backend.name())
+        .arg(backend.name())
         .arg("--wait")
         .arg(host.wait.to_string())
         .stdin(Stdio::null())
@@ -83,21 +83,22 @@ pub fn daemon(host: &HostArgs, id: &str) -> u8 {
     if mine(&state).is_none() {
         return exit::APPLIED;
     }
+    let backend = host.backend_for(&state, "applied");
     let mut rollbacks = Vec::new();
-    for family in Family::BOTH {
-        let name = format!("rollback.{}", super::apply::family_suffix(family));
+    for &part in backend.parts() {
+        let name = format!("rollback.{}", part.suffix());
         match state.read(&name) {
-            Some(text) => rollbacks.push((family, text)),
+            Some(text) => rollbacks.push((part, text)),
             None => {
                 state.log(&format!("ROLLBACK FAILED: {} is missing", state.path(&name).display()));
                 return exit::ROLLBACK_FAILED;
             }
         }
     }
-    match roll_back(host.backend, &rollbacks, host.wait) {
+    match roll_back(backend, &rollbacks, host.wait) {
         Ok(()) => {
             state.remove("pending");
-            state.log("not confirmed in time: the previous rules are back, both families (checked)");
+            state.log(&format!("not confirmed in time: the previous rules are back, {} (checked)", parts_named(backend)));
             exit::ROLLED_BACK
         }
         Err(error) => {
@@ -159,18 +160,20 @@ pub fn boot(state: &State, host: &HostArgs) -> u8 {
         v4: fwc::host::emergency::restore_text(Family::V4).to_string(),
         v6: fwc::host::emergency::restore_text(Family::V6).to_string(),
         ipsets: String::new(),
+        nft: fwc::host::emergency::nft_text(),
     };
+    // The emergency ruleset goes in with the confirmed build's backend.
     let candidates = [
-        ("the confirmed build", state.build("confirmed")),
-        ("the previous build", state.build("previous")),
-        ("the emergency ruleset", Some(emergency)),
+        ("the confirmed build", state.build("confirmed"), "confirmed"),
+        ("the previous build", state.build("previous"), "previous"),
+        ("the emergency ruleset", Some(emergency), "confirmed"),
     ];
-    for (index, (name, build)) in candidates.into_iter().enumerate() {
+    for (index, (name, build, recorded)) in candidates.into_iter().enumerate() {
         let Some(files) = build else {
             eprintln!("error: {name} is missing from {}", state.dir.display());
             continue;
         };
-        match load_build(host.backend, host.wait, state, &files) {
+        match load_build(host.backend_for(state, recorded), host.wait, state, &files) {
             Ok(()) if index == 0 => {
                 println!("loaded {name}");
                 return exit::APPLIED;
@@ -186,13 +189,22 @@ pub fn boot(state: &State, host: &HostArgs) -> u8 {
     exit::ROLLBACK_FAILED
 }
 
-/// Plans, checks in a scratch namespace, and loads both families or none.
-fn load_build(backend: Backend, wait: u32, state: &State, files: &Files) -> Result<(), String> {
-    let plans = plan(backend, files.rules(), "boot")?;
-    for plan in &plans {
-        backend.preflight(plan.family, &files.ipsets, &backend.render(&plan.target, &[]), wait)?;
+/// What a rollback brings back, for messages.
+pub fn parts_named(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Nft => "table inet fwc",
+        _ => "both families",
     }
-    match load(backend, &plans, &files.ipsets, wait, state) {
+}
+
+/// Plans, checks in a scratch namespace, and loads every part or none.
+fn load_build(backend: Backend, wait: u32, state: &State, files: &Files) -> Result<(), String> {
+    let plans = plan(backend, files, "boot").map_err(|error| error.to_string())?;
+    for plan in plans.iter().filter(|plan| !plan.checked) {
+        backend.preflight(plan.part, &files.ipsets, &plan.load_text, wait)?;
+    }
+    let backups = back_up(backend, &plans)?;
+    match load(backend, &plans, &backups, &files.ipsets, wait, state) {
         Loaded::Done => Ok(()),
         Loaded::RolledBack(error) | Loaded::RollbackFailed(error) => Err(error),
     }

@@ -4,9 +4,13 @@
 //! - `lock`: held (flock) by whoever changes the rules or the state;
 //! - `backup.v4`, `backup.v6`: the live rules before the last apply, as
 //!   `iptables-save` printed them; `rollback.v4`, `rollback.v6`: the restore
-//!   files that bring them back (also resetting tables fwc created);
-//! - `applied/`: the last build loaded (rules.v4, rules.v6, ipsets.restore); `confirmed/`: the last build
-//!   confirmed (what boot loads); `previous/`: the one before it;
+//!   files that bring them back (also resetting tables fwc created); with
+//!   the nft backend `backup.nft` (`nft list table inet fwc`, empty when
+//!   there was none) and `rollback.nft`;
+//! - `applied/`: the last build loaded (rules.v4, rules.v6, ipsets.restore,
+//!   rules.nft, and `backend`: the backend it was loaded with);
+//!   `confirmed/`: the last build confirmed (what boot loads); `previous/`:
+//!   the one before it;
 //! - `pending`: an apply waiting for `fwc confirm` (`id`, `deadline` in
 //!   milliseconds since the epoch);
 //! - `rollback.log`: what the rollback process did.
@@ -14,6 +18,8 @@
 //! Every file is written to a temporary name, synced and renamed, with mode
 //! 0600: a crash leaves the old file or the new one, never half of one.
 
+use super::backend::{Backend, Part};
+use fwc::ir::Family;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -131,17 +137,27 @@ impl State {
     }
 
     /// The build a directory of the state holds. A build saved before
-    /// fwc wrote address sets has none.
+    /// fwc wrote address sets, or rules.nft, has none.
     pub fn build(&self, name: &str) -> Option<Files> {
         Some(Files {
             v4: self.read(&format!("{name}/rules.v4"))?,
             v6: self.read(&format!("{name}/rules.v6"))?,
             ipsets: self.read(&format!("{name}/ipsets.restore")).unwrap_or_default(),
+            nft: self.read(&format!("{name}/rules.nft")).unwrap_or_default(),
         })
     }
 
-    pub fn write_build(&self, name: &str, files: &Files) -> Result<(), String> {
+    /// The backend a build of the state was loaded with; none for a build
+    /// saved before fwc recorded it.
+    pub fn backend(&self, name: &str) -> Option<Backend> {
+        let recorded = self.read(&format!("{name}/backend"))?;
+        clap::ValueEnum::from_str(recorded.trim(), false).ok()
+    }
+
+    pub fn write_build(&self, name: &str, files: &Files, backend: Backend) -> Result<(), String> {
+        self.write(&format!("{name}/backend"), &format!("{}\n", backend.name()))?;
         self.write(&format!("{name}/ipsets.restore"), &files.ipsets)?;
+        self.write(&format!("{name}/rules.nft"), &files.nft)?;
         self.write(&format!("{name}/rules.v4"), &files.v4)?;
         self.write(&format!("{name}/rules.v6"), &files.v6)
     }
@@ -150,27 +166,36 @@ impl State {
     /// becomes the previous one.
     pub fn confirm_applied(&self) -> Result<(), String> {
         let applied = self.build("applied").ok_or("no applied build to confirm")?;
+        let backend = self.backend("applied").unwrap_or(Backend::Iptables);
         if let Some(old) = self.build("confirmed") {
-            if old != applied {
-                self.write_build("previous", &old)?;
+            let old_backend = self.backend("confirmed").unwrap_or(Backend::Iptables);
+            if (&old, old_backend) != (&applied, backend) {
+                self.write_build("previous", &old, old_backend)?;
             }
         }
-        self.write_build("confirmed", &applied)
+        self.write_build("confirmed", &applied, backend)
     }
 }
 
 /// What apply loads: the rules of both families, and the address sets
-/// (`ipset restore` input, empty when the rules use none) loaded first.
+/// (`ipset restore` input, empty when the rules use none) loaded first;
+/// or, with the nft backend, rules.nft (empty when the build has none).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Files {
     pub v4: String,
     pub v6: String,
     pub ipsets: String,
+    pub nft: String,
 }
 
 impl Files {
-    pub fn rules(&self) -> [&str; 2] {
-        [&self.v4, &self.v6]
+    /// The file that loads a part.
+    pub fn text(&self, part: Part) -> &str {
+        match part {
+            Part::Family(Family::V4) => &self.v4,
+            Part::Family(Family::V6) => &self.v6,
+            Part::Nft => &self.nft,
+        }
     }
 }
 
@@ -219,13 +244,20 @@ mod tests {
     #[test]
     fn confirming_keeps_the_previous_build() {
         let state = temporary_state("confirm");
-        let files = |v4: &str, v6: &str, ipsets: &str| Files { v4: v4.into(), v6: v6.into(), ipsets: ipsets.into() };
-        state.write_build("applied", &files("a4", "a6", "")).unwrap();
+        let files = |v4: &str, v6: &str, ipsets: &str| Files { v4: v4.into(), v6: v6.into(), ipsets: ipsets.into(), nft: format!("# {v4}\n") };
+        assert_eq!(state.backend("applied"), None, "nothing applied yet");
+        state.write_build("applied", &files("a4", "a6", ""), Backend::Nft).unwrap();
         state.confirm_applied().unwrap();
-        state.write_build("applied", &files("b4", "b6", "create s hash:net\n")).unwrap();
+        state.write_build("applied", &files("b4", "b6", "create s hash:net\n"), Backend::IptablesLegacy).unwrap();
         state.confirm_applied().unwrap();
         assert_eq!(state.build("confirmed"), Some(files("b4", "b6", "create s hash:net\n")));
+        assert_eq!(state.backend("confirmed"), Some(Backend::IptablesLegacy));
         assert_eq!(state.build("previous"), Some(files("a4", "a6", "")));
+        assert_eq!(state.backend("previous"), Some(Backend::Nft), "each build keeps the backend it was loaded with");
+        // The same files loaded with another backend are another build.
+        state.write_build("applied", &files("b4", "b6", "create s hash:net\n"), Backend::Iptables).unwrap();
+        state.confirm_applied().unwrap();
+        assert_eq!(state.backend("previous"), Some(Backend::IptablesLegacy));
         let _ = std::fs::remove_dir_all(&state.dir);
     }
 }

@@ -40,6 +40,37 @@ fn a_policy_using_every_form_loads_exactly_as_saved() {
     }
 }
 
+/// More distinct short lists than rules.nft has room for as sets
+/// (`fwc::emit::nft::SET_BUDGET`): the table holds that many sets, the
+/// lists used first are sets, the others are one rule per port, and
+/// rules.nft loads (twice, every rule in the kernel).
+#[test]
+fn more_short_lists_than_sets_allowed_load_with_nft() {
+    let budget = fwc::emit::nft::SET_BUDGET;
+    let lines = budget + 100;
+    let directory = TempDir::new("short-lists");
+    let mut policy = String::from("policy in drop\n");
+    for line in 0..lines {
+        // A source of its own: neighbours that differ only in ports would merge.
+        let source = format!("198.18.{}.{}", line / 250, line % 250 + 1);
+        policy.push_str(&format!("allow in tcp {}, {} from {source}\n", 1000 + line, 20000 + line));
+    }
+    let path = directory.write("lists.fw", &policy);
+    let built = build(&path, &["--no-test".to_string()]).unwrap_or_else(|error| panic!("{error}"));
+    let text = built.read("rules.nft").unwrap_or_else(|error| panic!("{error}"));
+    let sets = text.lines().filter(|line| line.starts_with("\tset ports-")).count();
+    assert_eq!(sets, budget, "one set for each list the budget has room for");
+    assert_eq!(text.matches(" tcp dport @ports-").count(), budget);
+    let last = lines - 1;
+    for port in [1000 + last, 20000 + last] {
+        let rule = format!("\t\tip saddr 198.18.{}.{} tcp dport {port} accept comment \"lists.fw:{}\"\n", last / 250, last % 250 + 1, last + 2);
+        assert!(text.contains(&rule), "no rule {rule}");
+    }
+    let mut problems = Vec::new();
+    nft_problems(&built, &mut problems).unwrap_or_else(|error| panic!("{error}"));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 /// Loads each policy (two at a time) and fails naming every one that does
 /// not load as saved.
 fn assert_all_load_as_saved(paths: &[PathBuf]) {

@@ -427,7 +427,19 @@ pub struct Compiled {
     pub text: String,
     pub compilation: fwc::Compilation,
     pub outputs: BTreeMap<&'static str, String>,
+    /// The rules.nft the nft lane loads: written with room for only
+    /// [`NFT_SET_BUDGET`] sets of short lists.
+    pub nft: String,
 }
+
+/// Sets of short lists in the rules.nft the nft lane loads. rules.nft
+/// writes a short list as a set until the table holds
+/// `fwc::emit::nft::SET_BUDGET` sets, then as one rule per value; no
+/// generated policy has that many lists, so with the default every short
+/// list would be a set. With room for two, most policies have lists
+/// spelled both ways (153 of the first 200 of the default seed have a
+/// short list written as rules, and sets too), often in one rule.
+pub const NFT_SET_BUDGET: usize = 2;
 
 /// Compiles policy text; `Err` has the rendered diagnostics.
 pub fn compile(text: &str) -> Result<Compiled, String> {
@@ -437,7 +449,9 @@ pub fn compile(text: &str) -> Result<Compiled, String> {
         return Err(compilation.render_diagnostics());
     };
     let outputs = outputs.into_iter().collect();
-    Ok(Compiled { text: text.to_string(), compilation, outputs })
+    let header = fwc::emit::header("policy.fw");
+    let nft = fwc::emit::nft::render_with(&compilation.lowered.ruleset, &compilation.sources, &header, true, NFT_SET_BUDGET).text;
+    Ok(Compiled { text: text.to_string(), compilation, outputs, nft })
 }
 
 /// How long `fwc check` may take on a generated policy.
@@ -1018,7 +1032,7 @@ impl Lane {
                 self.flush_tables();
                 let mut command = self.host.command(&self.nft);
                 command.args(["-f", "-"]);
-                match run(&mut command, Some(compiled.outputs["rules.nft"].as_bytes()), COMMAND_LIMIT) {
+                match run(&mut command, Some(compiled.nft.as_bytes()), COMMAND_LIMIT) {
                     Ok(ran) if !ran.status.success() || !ran.stderr.trim().is_empty() => {
                         vec![format!("`nft -f rules.nft` failed or warned ({}):\n{}{}", ran.status, ran.stderr, ran.stdout)]
                     }

@@ -5,6 +5,8 @@
 //! shims put in front of `PATH` make a restore program fail or stall where
 //! a test needs it to.
 
+mod nft;
+
 use super::support::{run, tools, Netns, Ran, TempDir};
 use fwc::host::ruleset::Rules;
 use std::os::unix::process::CommandExt;

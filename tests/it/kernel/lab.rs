@@ -7,7 +7,8 @@
 //! ```
 //!
 //! The policy is loaded into `host` with ipset restore (its address sets),
-//! iptables-restore and ip6tables-restore; `peer` and `backend` have no firewall. A test states
+//! iptables-restore and ip6tables-restore, or (`Load::FwcApplyNft`) with
+//! `fwc apply --backend nft`; `peer` and `backend` have no firewall. A test states
 //! what should get through:
 //!
 //! ```ignore
@@ -214,6 +215,16 @@ enum Outcome {
     Blocked(String),
 }
 
+/// How the policy gets into the host namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    /// `ipset restore`, `iptables-restore`, `ip6tables-restore` of the build.
+    Restore,
+    /// `fwc apply --backend nft --confirm 0`, with a state directory of the
+    /// lab's own.
+    FwcApplyNft,
+}
+
 /// Three namespaces joined by veth pairs, the policy loaded into `host`.
 /// Dropping it deletes the namespaces.
 pub struct Lab {
@@ -222,7 +233,7 @@ pub struct Lab {
     host: Netns,
     peer: Netns,
     backend: Netns,
-    _source: TempDir,
+    source: TempDir,
 }
 
 impl Lab {
@@ -234,6 +245,10 @@ impl Lab {
     }
 
     pub fn start_with(policy: &str, params: &[(&str, &str)], neighbours: Neighbours) -> Lab {
+        Lab::start_loaded(policy, params, neighbours, Load::Restore)
+    }
+
+    pub fn start_loaded(policy: &str, params: &[(&str, &str)], neighbours: Neighbours, load: Load) -> Lab {
         let source = TempDir::new("lab-policy");
         let path = source.write("lab.fw", policy);
         let args: Vec<String> =
@@ -245,12 +260,27 @@ impl Lab {
             host: Netns::new("host"),
             peer: Netns::new("peer"),
             backend: Netns::new("backend"),
-            _source: source,
+            source,
         };
         lab.link(&lab.peer, "eth0", "01", "198.18.0", "fd00:", neighbours);
         lab.link(&lab.backend, "eth2", "02", "198.18.2", "fd00:0:0:2:", neighbours);
-        lab.load_policy();
+        match load {
+            Load::Restore => lab.load_policy(),
+            Load::FwcApplyNft => lab.apply_nft(params),
+        }
         lab
+    }
+
+    fn apply_nft(&self, params: &[(&str, &str)]) {
+        let mut command = self.host.command(env!("CARGO_BIN_EXE_fwc"));
+        command.arg("apply").arg(self.source.path().join("lab.fw")).args(["--backend", "nft", "--confirm", "0"]);
+        for (name, value) in params {
+            command.arg("--set").arg(format!("{name}={value}"));
+        }
+        command.env("FWC_STATE_DIR", self.source.path().join("state")).env("PATH", &tools().path).env_remove("SSH_CONNECTION");
+        if let Err(error) = super::support::run_ok(&mut command, None, Duration::from_secs(60)) {
+            panic!("fwc apply --backend nft in the host namespace: {error}\npolicy:\n{}", self.policy);
+        }
     }
 
     /// A veth pair from the host's `host_interface` to `other`'s eth0.
@@ -451,10 +481,12 @@ impl Lab {
 
     /// The host's rules with counters, for failure messages.
     fn live_rules(&self) -> String {
-        ["iptables-save", "ip6tables-save"]
+        let mut rules: String = ["iptables-save", "ip6tables-save"]
             .iter()
             .map(|program| self.host.exec(&[program, "-c"], None).unwrap_or_else(|error| error))
-            .collect()
+            .collect();
+        rules.push_str(&self.host.exec(&["nft", "list", "table", "inet", "fwc"], None).unwrap_or_default());
+        rules
     }
 
     /// Runs `f` with every host chain accepting, then puts the rules back.
@@ -472,12 +504,24 @@ impl Lab {
                 panic!("opening the firewall: {error}");
             }
         }
+        // rules.nft's table, when the policy was loaded with nft.
+        let table = self.host.exec(&["nft", "list", "table", "inet", "fwc"], None).ok();
+        if table.is_some() {
+            if let Err(error) = self.host.exec(&["nft", "delete", "table", "inet", "fwc"], None) {
+                panic!("opening the firewall: {error}");
+            }
+        }
         // Neighbour discovery the policy blocked leaves failed entries that
         // would fail the controls too; static entries stay.
         for namespace in [&self.host, &self.peer, &self.backend] {
             ip(namespace, "neigh flush all");
         }
         let result = f();
+        if let Some(table) = table {
+            if let Err(error) = self.host.exec(&["nft", "-f", "-"], Some(table.as_bytes())) {
+                panic!("putting the nft table back: {error}");
+            }
+        }
         for (program, dump) in &saved {
             if let Err(error) = self.host.exec(&[&format!("{program}-restore")], Some(dump.as_bytes())) {
                 panic!("putting the rules back: {error}");
