@@ -202,9 +202,9 @@ impl PacketBox {
     pub fn corners(&self) -> Option<[Point; 2]> {
         let mut low = [0u128; FIELDS];
         let mut high = [0u128; FIELDS];
-        for field in 0..FIELDS {
-            low[field] = self.0[field].first()?;
-            high[field] = self.0[field].last()?;
+        for (field, intervals) in self.0.iter().enumerate() {
+            low[field] = intervals.first()?;
+            high[field] = intervals.last()?;
         }
         Some([low, high])
     }
