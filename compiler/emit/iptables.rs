@@ -81,7 +81,7 @@ pub struct Writers<'a> {
 }
 
 /// Below this many rules, both families are written on the calling thread.
-const PARALLEL_FROM: usize = 2048;
+pub const PARALLEL_FROM: usize = 2048;
 
 /// Writes all five outputs. The two families are independent: with enough
 /// rules, IPv6 is written on a second thread (its part of `rules.sh`, which

@@ -63,10 +63,25 @@ pub fn write(
 ) -> io::Result<Stats> {
     let [rules_v4, rules_v6, rules_sh, saved_v4, saved_v6, rules_nft, ipsets_restore] = writers;
     let header = header(policy_name);
-    let consolidated = consolidate::iptables(ruleset, options.consolidate);
     let writers = iptables::Writers { rules_v4, rules_v6, rules_sh, saved_v4, saved_v6 };
-    iptables::write_all(ruleset, &consolidated, &header, writers)?;
-    let nft = nft::render(ruleset, sources, &header, options.consolidate);
+    let iptables = || -> io::Result<consolidate::Iptables> {
+        let consolidated = consolidate::iptables(ruleset, options.consolidate);
+        iptables::write_all(ruleset, &consolidated, &header, writers)?;
+        Ok(consolidated)
+    };
+    let nft = || nft::render(ruleset, sources, &header, options.consolidate);
+    // rules.nft needs nothing of the iptables files: with enough rules it
+    // is rendered on a thread of its own while they are written.
+    let (consolidated, nft) = if ruleset.rules.len() < iptables::PARALLEL_FROM {
+        (iptables(), nft())
+    } else {
+        std::thread::scope(|scope| {
+            let nft = scope.spawn(nft);
+            let consolidated = iptables();
+            (consolidated, nft.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        })
+    };
+    let consolidated = consolidated?;
     rules_nft.write_all(nft.text.as_bytes())?;
     let mut sets = String::new();
     iptables::ipsets(&consolidated.sets, &header, &mut sets);
