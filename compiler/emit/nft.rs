@@ -33,6 +33,7 @@ use crate::consolidate::{self, Field, Values, SET_FROM};
 use crate::ir::*;
 use crate::source::{Sources, Span};
 use ipnet::IpNet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fmt::Write as _;
 
 /// The table fwc owns.
@@ -83,7 +84,7 @@ pub fn render_with(ruleset: &Ruleset, sources: &Sources, header: &str, merge: bo
     let empty = Vec::new();
     let plans: Vec<Vec<Planned>> =
         order.iter().map(|(table, chain)| plan(chains.get(&(*table, chain.clone())).unwrap_or(&empty), merge)).collect();
-    let kept = if merge { sets_kept(&plans, set_budget) } else { std::collections::HashSet::new() };
+    let kept = if merge { sets_kept(&plans, set_budget) } else { FxHashSet::default() };
 
     let mut body = String::new();
     let mut sets = Sets::default();
@@ -172,8 +173,8 @@ fn hook(table: Table, chain: &ChainRef) -> Option<String> {
 }
 
 /// Each (table, chain)'s rules of both families, in policy order.
-fn chain_lists(ruleset: &Ruleset) -> std::collections::HashMap<(Table, ChainRef), Vec<&Rule>> {
-    let mut lists: std::collections::HashMap<(Table, ChainRef), Vec<&Rule>> = std::collections::HashMap::new();
+fn chain_lists(ruleset: &Ruleset) -> FxHashMap<(Table, ChainRef), Vec<&Rule>> {
+    let mut lists: FxHashMap<(Table, ChainRef), Vec<&Rule>> = FxHashMap::default();
     for rule in &ruleset.rules {
         lists.entry((rule.table, rule.chain.clone())).or_default().push(rule);
     }
@@ -404,10 +405,10 @@ fn list_uses(rule: &Rule, merged: Option<&(Field, Values)>) -> Vec<ListUse> {
 /// lists under a `limit` are sets whatever the budget, and take their
 /// share of it first. Policies with fewer distinct lists than the budget
 /// keep every list a set.
-fn sets_kept(plans: &[Vec<Planned>], budget: usize) -> std::collections::HashSet<SetKey> {
-    let mut required: std::collections::HashSet<SetKey> = std::collections::HashSet::new();
+fn sets_kept(plans: &[Vec<Planned>], budget: usize) -> FxHashSet<SetKey> {
+    let mut required: FxHashSet<SetKey> = FxHashSet::default();
     // Per short list: rules saved as a set, and when it is first used.
-    let mut saving: std::collections::HashMap<SetKey, (usize, usize)> = std::collections::HashMap::new();
+    let mut saving: FxHashMap<SetKey, (usize, usize)> = FxHashMap::default();
     for entry in plans.iter().flatten().filter(|entry| entry.vmap.is_none()) {
         for ListUse { key, values, splittable } in list_uses(entry.item.rule, entry.merged.as_ref()) {
             if !splittable {
@@ -532,7 +533,9 @@ struct NamedSet {
 #[derive(Default)]
 struct Sets {
     list: Vec<NamedSet>,
-    by_content: std::collections::HashMap<(&'static str, Vec<String>), usize>,
+    by_content: FxHashMap<SetKey, usize>,
+    /// Sets so far of each kind: ports, IPv4 and IPv6 addresses.
+    numbered: [usize; 3],
 }
 
 impl Sets {
@@ -542,12 +545,13 @@ impl Sets {
         let index = match self.by_content.get(&key) {
             Some(index) => *index,
             None => {
-                let prefix = match kind {
-                    "inet_service" => "ports",
-                    "ipv4_addr" => "addr4",
-                    _ => "addr6",
+                let (prefix, kind_index) = match kind {
+                    "inet_service" => ("ports", 0),
+                    "ipv4_addr" => ("addr4", 1),
+                    _ => ("addr6", 2),
                 };
-                let number = self.list.iter().filter(|set| set.kind == kind).count() + 1;
+                self.numbered[kind_index] += 1;
+                let number = self.numbered[kind_index];
                 self.list.push(NamedSet { name: format!("{prefix}-{number}"), kind, elements: key.1.clone() });
                 self.by_content.insert(key, self.list.len() - 1);
                 self.list.len() - 1
