@@ -586,13 +586,7 @@ fn a_held_xtables_lock_refuses_after_the_wait_with_a_clear_message() {
     let host = Host::new("iptables-legacy");
     let lockfile = host.scratch("xtables.lock");
     std::fs::write(&lockfile, "").expect("lock file");
-    let mut holder = Command::new("flock")
-        .arg(&lockfile)
-        .args(["sleep", "5"])
-        .env("PATH", &tools().path)
-        .spawn()
-        .expect("flock (util-linux) runs");
-    std::thread::sleep(Duration::from_millis(300));
+    let mut holder = hold_lock(&lockfile);
     let files = TempDir::new("policies");
     let web = policy(&files, "web.fw", POLICY);
     let started = Instant::now();
@@ -611,19 +605,25 @@ fn a_held_xtables_lock_refuses_after_the_wait_with_a_clear_message() {
     assert_eq!(host.live("v4"), Rules::default(), "nothing loaded");
 }
 
+/// A process holding `lock` (flock) for five seconds, holding it already.
+fn hold_lock(lock: &Path) -> std::process::Child {
+    let holder = Command::new("flock")
+        .arg(lock)
+        .args(["sleep", "5"])
+        .env("PATH", &tools().path)
+        .spawn()
+        .expect("flock (util-linux) runs");
+    std::thread::sleep(Duration::from_millis(300));
+    holder
+}
+
 #[test]
 fn a_busy_state_lock_and_a_missing_build_are_reported() {
     let host = Host::new("iptables");
     let diff = host.fwc(&["diff"]);
     assert_eq!(code(&diff), 2, "no applied build: cannot tell: {}", show(&diff));
     std::fs::write(host.state_file("lock"), "").expect("lock file");
-    let mut holder = Command::new("flock")
-        .arg(host.state_file("lock"))
-        .args(["sleep", "5"])
-        .env("PATH", &tools().path)
-        .spawn()
-        .expect("flock (util-linux) runs");
-    std::thread::sleep(Duration::from_millis(300));
+    let mut holder = hold_lock(&host.state_file("lock"));
     let files = TempDir::new("policies");
     let web = policy(&files, "web.fw", POLICY);
     let ran = host.fwc(&["apply", &web, "--confirm", "0", "--wait", "1"]);
