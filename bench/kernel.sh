@@ -131,38 +131,27 @@ print(count("INPUT", set()))
 EOF
 }
 
-# load_iptables DIR: microseconds to load its iptables rules into a fresh
-# namespace, or "stopped" (each step is bounded by LOAD_TIMEOUT).
-load_iptables() {
+# timed_load STEP DIR: microseconds that STEP takes to load DIR's rules
+# into a fresh namespace, or "stopped" (each step is bounded by
+# LOAD_TIMEOUT). The namespace is deleted either way.
+timed_load() {
     fresh_ns
     local start end
     start=$(now_us)
-    if grep -qv '^#' "$1/ipsets.restore"; then bounded ipset restore < "$1/ipsets.restore" || { ip netns del "$NS"; echo stopped; return; }; fi
-    if ! bounded iptables-restore < "$1/rules.v4" || ! bounded ip6tables-restore < "$1/rules.v6"; then
-        ip netns del "$NS"; echo stopped; return
-    fi
+    if ! "$1" "$2"; then ip netns del "$NS"; echo stopped; return; fi
     end=$(now_us)
     ip netns del "$NS"
     echo $((end - start))
 }
-load_nft() {
-    fresh_ns
-    local start end
-    start=$(now_us)
-    bounded nft -f "$1/rules.nft" || { ip netns del "$NS"; echo stopped; return; }
-    end=$(now_us)
-    ip netns del "$NS"
-    echo $((end - start))
+iptables_step() {
+    if grep -qv '^#' "$1/ipsets.restore"; then bounded ipset restore < "$1/ipsets.restore" || return 1; fi
+    bounded iptables-restore < "$1/rules.v4" && bounded ip6tables-restore < "$1/rules.v6"
 }
-load_sh() {
-    fresh_ns
-    local start end
-    start=$(now_us)
-    bounded sh "$1/rules.sh" >/dev/null || { ip netns del "$NS"; echo stopped; return; }
-    end=$(now_us)
-    ip netns del "$NS"
-    echo $((end - start))
-}
+nft_step() { bounded nft -f "$1/rules.nft"; }
+sh_step() { bounded sh "$1/rules.sh" >/dev/null; }
+load_iptables() { timed_load iptables_step "$1"; }
+load_nft() { timed_load nft_step "$1"; }
+load_sh() { timed_load sh_step "$1"; }
 best_of() { # best_of N COMMAND ARGS…: the smallest of N runs' outputs; "stopped" if one was stopped
     local n=$1 best= value; shift
     for _ in $(seq "$n"); do
