@@ -21,6 +21,7 @@ pub mod flatten;
 mod index;
 mod local;
 mod order;
+mod partition;
 mod host;
 mod unused;
 
@@ -94,10 +95,9 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
                 Verdict::Accept => Target::Accept,
                 Verdict::Drop => Target::Drop,
             };
-            let mut chain = local::Chain::new(ruleset, &encoder, &flat, &policy, left);
-            for position in 0..chain.items.len() {
-                let found = chain.analyse(position)?;
-                let fact = &mut facts[chain.items[position].rule];
+            let found = partition::analyse(ruleset, &flat, &policy, &encoder.maxima, &mut left)?;
+            for (entry, found) in flat.iter().zip(found) {
+                let fact = &mut facts[entry.rule];
                 fact.seen = true;
                 fact.reachable |= found.reachable;
                 if let Some((redundant, same_as)) = found.redundancy {
@@ -107,14 +107,18 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
                     }
                 }
             }
-            left = chain.left;
-            chains.push(chain);
+            let present: rustc_hash::FxHashSet<usize> = flat.iter().map(|entry| entry.rule).collect();
+            chains.push((flat, policy, present, None));
         }
         for index in indices {
             if !facts[index].seen || facts[index].reachable && !explain_reached {
                 continue;
             }
-            'chains: for chain in &mut chains {
+            'chains: for (flat, policy, present, chain) in &mut chains {
+                if !present.contains(&index) {
+                    continue;
+                }
+                let chain = chain.get_or_insert_with(|| local::Chain::new(ruleset, &encoder, flat, policy, left));
                 for position in chain.positions_of(index).to_vec() {
                     chain.left = left;
                     let covered_by = chain.covering(position)?;
