@@ -16,11 +16,7 @@
 //! for the algorithm and its cost.
 
 pub mod boxes;
-pub mod diagram;
 pub mod flatten;
-mod index;
-mod local;
-mod order;
 mod partition;
 mod host;
 mod unused;
@@ -50,20 +46,16 @@ pub struct RuleFacts {
     pub same_as: Vec<usize>,
 }
 
-/// How many steps (neighbours looked at, diagram edges visited) the order
-/// analysis may spend. Exact analysis can blow up on a policy built for it
-/// (any exact method can): a rule that meets thousands of others and that
-/// no single packet shows reached, or counting, is decided by diagrams over
-/// all of them. Past this budget the analysis stops and says so rather
-/// than hold up a build. Deterministic, unlike a time limit, so the same
-/// policy always gets the same diagnostics. The generated 10,000-rule
-/// benchmark policies spend 6 to 99 million (docs/performance.md).
-pub const BUDGET: u64 = 300_000_000;
-
-/// Above this many filter rules the order analysis is not attempted: the
-/// generated 100,000-rule policy (261,000 kernel rules) would need minutes
-/// and gigabytes (docs/performance.md).
-pub const MAX_RULES: usize = 100_000;
+/// How many steps (entries of the regions' lists looked at and copied,
+/// see `partition.rs`) the order analysis may spend. Exact analysis can
+/// blow up on a policy built for it (any exact method can): rules that
+/// cross each other in every field cut the packet space into a number of
+/// regions that grows with the product of their counts. Past this budget
+/// the analysis stops and says so rather than hold up a build.
+/// Deterministic, unlike a time limit, so the same policy always gets the
+/// same diagnostics. The generated 100,000-rule benchmark policy spends
+/// about 17 million (docs/performance.md).
+pub const BUDGET: u64 = 100_000_000;
 
 /// Facts for every IR rule of the filter table (index-aligned), with the
 /// covering rules of every rule.
@@ -86,8 +78,9 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
             .filter(|index| ruleset.rules[**index].table == Table::Filter)
             .map(|index| (*index, encoder.encode(&ruleset.rules[*index].matches)))
             .collect();
-        // Reach and redundancy at every position; then the covering rules,
-        // from the first place a rule appears.
+        // Reach and redundancy at every position; then the rules that
+        // decide the packets of the rules asked about, from the first place
+        // a rule appears.
         let mut chains = Vec::new();
         for builtin in [ChainRef::Input, ChainRef::Forward, ChainRef::Output] {
             let flat = flatten::flatten(ruleset, &encoder, family, &builtin, &boxes);
@@ -95,9 +88,10 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
                 Verdict::Accept => Target::Accept,
                 Verdict::Drop => Target::Drop,
             };
-            let found = partition::analyse(ruleset, &flat, &policy, &encoder.maxima, &mut left)?;
-            for (entry, found) in flat.iter().zip(found) {
-                let fact = &mut facts[entry.rule];
+            let mut chain = partition::Chain::new(ruleset, &flat, &policy, &encoder.maxima);
+            let found = chain.analyse(&mut left)?;
+            for (position, found) in found.into_iter().enumerate() {
+                let fact = &mut facts[chain.rule(position)];
                 fact.seen = true;
                 fact.reachable |= found.reachable;
                 if let Some((redundant, same_as)) = found.redundancy {
@@ -107,26 +101,24 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
                     }
                 }
             }
-            let present: rustc_hash::FxHashSet<usize> = flat.iter().map(|entry| entry.rule).collect();
-            chains.push((flat, policy, present, None));
+            chains.push(chain);
         }
-        for index in indices {
-            if !facts[index].seen || facts[index].reachable && !explain_reached {
+        for chain in &mut chains {
+            let wanted: Vec<bool> = (0..chain.len())
+                .map(|position| {
+                    let rule = chain.rule(position);
+                    let fact = &facts[rule];
+                    ruleset.rules[rule].origin.derived.is_none() && fact.covered_by.is_empty() && (!fact.reachable || explain_reached)
+                })
+                .collect();
+            if !wanted.contains(&true) {
                 continue;
             }
-            'chains: for (flat, policy, present, chain) in &mut chains {
-                if !present.contains(&index) {
-                    continue;
-                }
-                let chain = chain.get_or_insert_with(|| local::Chain::new(ruleset, &encoder, flat, policy, left));
-                for position in chain.positions_of(index).to_vec() {
-                    chain.left = left;
-                    let covered_by = chain.covering(position)?;
-                    left = chain.left;
-                    if !covered_by.is_empty() {
-                        facts[index].covered_by = covered_by;
-                        break 'chains;
-                    }
+            let deciders = chain.deciders(wanted, &mut left)?;
+            for (position, deciders) in deciders.into_iter().enumerate() {
+                let fact = &mut facts[chain.rule(position)];
+                if fact.covered_by.is_empty() {
+                    fact.covered_by = deciders;
                 }
             }
         }
@@ -161,19 +153,15 @@ pub fn order_checks_within(ruleset: &Ruleset, sources: &Sources, levels: &crate:
     if !levels.enabled(Code::ShadowedRule) && !levels.enabled(Code::RedundantRule) && !levels.enabled(Code::ConflictingRules) {
         return Vec::new();
     }
-    let facts = if filter_rules > MAX_RULES {
-        None
-    } else {
-        rule_facts_within(ruleset, budget, levels.enabled(Code::ConflictingRules))
-    };
+    let facts = rule_facts_within(ruleset, budget, levels.enabled(Code::ConflictingRules));
     let Some(facts) = facts else {
         return vec![Diagnostic::new(
             Code::AnalysisIncomplete,
             format!(
-                "the order analysis did not finish ({filter_rules} kernel rules; limits {MAX_RULES} rules, {budget} steps): shadowed and redundant rules are not reported"
+                "the order analysis did not finish ({filter_rules} kernel rules; limit {budget} steps): shadowed and redundant rules are not reported"
             ),
         )
-        .note("a rule that meets thousands of others, and that no single packet shows reached or counting, makes the exact analysis expensive; fwc test still checks every expectation")];
+        .note("rules that cross each other in several fields (ranges that overlap without one holding the other) cut the packets into very many regions, which makes the exact analysis expensive; fwc test still checks every expectation")];
     };
     let mut by_source: BTreeMap<(Span, Vec<Span>), SourceRule> = BTreeMap::new();
     for (index, rule) in ruleset.rules.iter().enumerate() {

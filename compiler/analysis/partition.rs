@@ -41,7 +41,6 @@
 
 use super::boxes::*;
 use super::flatten::Flat;
-use super::local::Found;
 use crate::ir::*;
 
 /// A region: one inclusive interval per field.
@@ -50,6 +49,26 @@ type Region = [(u128, u128); FIELDS];
 /// Lists longer than this choose their split field on a sample of this
 /// many parts.
 const SAMPLE: usize = 512;
+
+/// A region whose entries not yet done, times its list's length, is at
+/// most this is probed at their corners before it is cut.
+const PROBE: usize = 1 << 14;
+
+/// How many bits narrower than the widest an interval may be and still
+/// cut a region (see `bounds`).
+const LEVEL: u32 = 4;
+
+/// A region of the deciders pass with at most this many entries asked
+/// about shrinks to the smallest box around them.
+const HULL: usize = 8;
+
+/// A part in a region's list, and the fields in which it does not include
+/// the region (a bit per field).
+#[derive(Clone, Copy)]
+struct Entry {
+    part: u32,
+    partial: u16,
+}
 
 struct Position {
     rule: usize,
@@ -66,16 +85,31 @@ struct Part {
     ends: [u32; FIELDS],
 }
 
-struct Analysis {
+/// What the analysis found about one position.
+pub struct Found {
+    pub reachable: bool,
+    /// For a reached deciding position: whether removing its rule changes
+    /// no verdict, and the later rules that decide its packets anyway
+    /// (none: the policy).
+    pub redundancy: Option<(bool, Vec<usize>)>,
+}
+
+/// One flattened chain, ready for both passes.
+pub struct Chain {
     positions: Vec<Position>,
     parts: Vec<Part>,
     intervals: Vec<(u128, u128)>,
+    maxima: [u128; FIELDS],
     policy_class: u16,
     reached: Vec<bool>,
     counts: Vec<bool>,
     /// For each position that may be redundant, the later positions that
     /// decide its packets instead, as met.
     same_as: Vec<Vec<u32>>,
+    /// For the deciders pass: the positions asked about, and the earlier
+    /// positions that decide their packets, as met.
+    wanted: Vec<bool>,
+    deciders: Vec<Vec<u32>>,
     left: u64,
 }
 
@@ -83,93 +117,180 @@ fn decides(target: &Target) -> bool {
     matches!(target, Target::Accept | Target::Drop | Target::Reject(_))
 }
 
-/// Reach and redundancy for every position of a flattened chain; `None`
-/// when `budget` (parts looked at) runs out. `budget` is left with what
-/// was not spent.
-pub fn analyse(ruleset: &Ruleset, flat: &[Flat], policy: &Target, maxima: &[u128; FIELDS], budget: &mut u64) -> Option<Vec<Found>> {
-    let mut targets: Vec<&Target> = vec![policy];
-    let mut analysis = Analysis {
-        positions: Vec::with_capacity(flat.len()),
-        parts: Vec::with_capacity(flat.len()),
-        intervals: Vec::new(),
-        policy_class: 0,
-        reached: vec![false; flat.len()],
-        counts: vec![false; flat.len()],
-        same_as: vec![Vec::new(); flat.len()],
-        left: *budget,
-    };
-    for (position, entry) in flat.iter().enumerate() {
-        let rule = &ruleset.rules[entry.rule];
-        let class = match targets.iter().position(|known| **known == rule.target) {
-            Some(class) => class as u16,
-            None => {
-                targets.push(&rule.target);
-                targets.len() as u16 - 1
-            }
+impl Chain {
+    pub fn new(ruleset: &Ruleset, flat: &[Flat], policy: &Target, maxima: &[u128; FIELDS]) -> Chain {
+        let mut targets: Vec<&Target> = vec![policy];
+        let mut chain = Chain {
+            positions: Vec::with_capacity(flat.len()),
+            parts: Vec::with_capacity(flat.len()),
+            intervals: Vec::new(),
+            maxima: *maxima,
+            policy_class: 0,
+            reached: vec![false; flat.len()],
+            counts: vec![false; flat.len()],
+            same_as: vec![Vec::new(); flat.len()],
+            wanted: Vec::new(),
+            deciders: Vec::new(),
+            left: 0,
         };
-        analysis.positions.push(Position {
-            rule: entry.rule,
-            decides: decides(&rule.target),
-            limited: rule.matches.limit.is_some(),
-            class,
-        });
-        for part in entry.effective.iter().filter(|part| !part.is_empty()) {
-            let start = analysis.intervals.len();
-            let mut ends = [0u32; FIELDS];
-            for (field, intervals) in part.0.iter().enumerate() {
-                analysis.intervals.extend_from_slice(&intervals.0);
-                ends[field] = (analysis.intervals.len() - start) as u32;
-            }
-            analysis.parts.push(Part { position: position as u32, start: start as u32, ends });
-        }
-    }
-    let whole: Region = std::array::from_fn(|field| (0, maxima[field]));
-    let list: Vec<u32> = (0..analysis.parts.len() as u32).collect();
-    let finished = analysis.visit(&whole, &list);
-    *budget = analysis.left;
-    finished?;
-    let found = (0..flat.len())
-        .map(|position| {
-            let reachable = analysis.reached[position];
-            let item = &analysis.positions[position];
-            let redundancy = (reachable && item.decides).then(|| {
-                if item.limited || analysis.counts[position] {
-                    return (false, Vec::new());
+        for (position, entry) in flat.iter().enumerate() {
+            let rule = &ruleset.rules[entry.rule];
+            let class = match targets.iter().position(|known| **known == rule.target) {
+                Some(class) => class as u16,
+                None => {
+                    targets.push(&rule.target);
+                    targets.len() as u16 - 1
                 }
-                let mut later = std::mem::take(&mut analysis.same_as[position]);
-                later.sort_unstable();
-                let mut rules: Vec<usize> = Vec::new();
-                for later in later {
-                    let rule = analysis.positions[later as usize].rule;
-                    if !rules.contains(&rule) {
-                        rules.push(rule);
-                    }
-                }
-                (true, rules)
+            };
+            chain.positions.push(Position {
+                rule: entry.rule,
+                decides: decides(&rule.target),
+                limited: rule.matches.limit.is_some(),
+                class,
             });
-            Found { reachable, redundancy }
-        })
-        .collect();
-    Some(found)
-}
+            for part in entry.effective.iter().filter(|part| !part.is_empty()) {
+                let start = chain.intervals.len();
+                let mut ends = [0u32; FIELDS];
+                for (field, intervals) in part.0.iter().enumerate() {
+                    chain.intervals.extend_from_slice(&intervals.0);
+                    ends[field] = (chain.intervals.len() - start) as u32;
+                }
+                chain.parts.push(Part { position: position as u32, start: start as u32, ends });
+            }
+        }
+        chain
+    }
 
-impl Analysis {
-    fn field(&self, part: &Part, field: usize) -> &[(u128, u128)] {
+    /// The IR rule at a position.
+    pub fn rule(&self, position: usize) -> usize {
+        self.positions[position].rule
+    }
+
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    fn whole(&self) -> Region {
+        std::array::from_fn(|field| (0, self.maxima[field]))
+    }
+
+    /// Reach and redundancy for every position; `None` when `budget`
+    /// (parts looked at) runs out. `budget` is left with what was not
+    /// spent.
+    pub fn analyse(&mut self, budget: &mut u64) -> Option<Vec<Found>> {
+        self.left = *budget;
+        let whole = self.whole();
+        let list: Vec<Entry> = (0..self.parts.len() as u32).map(|part| Entry { part, partial: self.partial(part, &whole) }).collect();
+        let finished = self.visit(&whole, &list);
+        *budget = self.left;
+        finished?;
+        let same_as = std::mem::take(&mut self.same_as);
+        let found = same_as
+            .into_iter()
+            .enumerate()
+            .map(|(position, same_as)| {
+                let reachable = self.reached[position];
+                let item = &self.positions[position];
+                let redundancy = (reachable && item.decides).then(|| {
+                    if item.limited || self.counts[position] {
+                        (false, Vec::new())
+                    } else {
+                        (true, self.rules_of(same_as))
+                    }
+                });
+                Found { reachable, redundancy }
+            })
+            .collect();
+        Some(found)
+    }
+
+    /// For each position `wanted`, the earlier rules that decide its
+    /// packets: for every packet of its match, the first earlier position
+    /// that always decides and holds it. In order, each rule once, its own
+    /// rule left out.
+    pub fn deciders(&mut self, wanted: Vec<bool>, budget: &mut u64) -> Option<Vec<Vec<usize>>> {
+        self.left = *budget;
+        self.deciders = vec![Vec::new(); self.positions.len()];
+        self.wanted = wanted;
+        // Entries past the last one asked about decide nothing asked about.
+        let whole = self.whole();
+        let last = (0..self.parts.len()).rev().find(|part| self.wanted[self.parts[*part].position as usize]).map_or(0, |last| last + 1);
+        let list: Vec<Entry> = (0..last as u32)
+            .filter(|part| {
+                let position = self.parts[*part as usize].position as usize;
+                self.wanted[position] || self.always_decides(position)
+            })
+            .map(|part| Entry { part, partial: self.partial(part, &whole) })
+            .collect();
+        let finished = self.visit_deciders(&whole, &list);
+        *budget = self.left;
+        finished?;
+        let deciders = std::mem::take(&mut self.deciders);
+        Some(deciders.into_iter().map(|positions| self.rules_of(positions)).collect())
+    }
+
+    /// The rules at these positions, in order, each once.
+    fn rules_of(&self, mut positions: Vec<u32>) -> Vec<usize> {
+        positions.sort_unstable();
+        positions.dedup();
+        let mut seen = rustc_hash::FxHashSet::default();
+        positions.into_iter().map(|position| self.positions[position as usize].rule).filter(|rule| seen.insert(*rule)).collect()
+    }
+
+    fn field(&self, part: u32, field: usize) -> &[(u128, u128)] {
+        let part = &self.parts[part as usize];
         let start = part.start as usize;
         let from = if field == 0 { 0 } else { part.ends[field - 1] as usize };
         &self.intervals[start + from..start + part.ends[field] as usize]
     }
 
-    /// Whether the part's intervals in `field` include the region's.
-    fn spans(&self, part: &Part, field: usize, region: &Region) -> bool {
-        let (low, high) = region[field];
-        let intervals = self.field(part, field);
-        let index = intervals.partition_point(|interval| interval.1 < low);
-        intervals.get(index).is_some_and(|interval| interval.0 <= low && high <= interval.1)
+    fn position(&self, entry: Entry) -> usize {
+        self.parts[entry.part as usize].position as usize
     }
 
-    fn includes(&self, part: &Part, region: &Region) -> bool {
-        (0..FIELDS).all(|field| self.spans(part, field, region))
+    /// The fields in which the part does not include the region.
+    fn partial(&self, part: u32, region: &Region) -> u16 {
+        let mut partial = 0;
+        for (field, &(low, high)) in region.iter().enumerate() {
+            let intervals = self.field(part, field);
+            let index = intervals.partition_point(|interval| interval.1 < low);
+            if !intervals.get(index).is_some_and(|interval| interval.0 <= low && high <= interval.1) {
+                partial |= 1 << field;
+            }
+        }
+        partial
+    }
+
+    fn meets(&self, part: u32, region: &Region) -> bool {
+        region.iter().enumerate().all(|(field, &(low, high))| {
+            let intervals = self.field(part, field);
+            let index = intervals.partition_point(|interval| interval.1 < low);
+            intervals.get(index).is_some_and(|interval| interval.0 <= high)
+        })
+    }
+
+    /// Whether the entry holds a packet of the region.
+    fn holds(&self, entry: Entry, point: &Point) -> bool {
+        (0..FIELDS).filter(|field| entry.partial & (1 << field) != 0).all(|field| contains(self.field(entry.part, field), point[field]))
+    }
+
+    /// The packet of the entry's part in the region with the lowest values
+    /// (`high`: the highest).
+    fn corner(&self, entry: Entry, region: &Region, high: bool) -> Point {
+        std::array::from_fn(|field| {
+            let (low_end, high_end) = region[field];
+            if entry.partial & (1 << field) == 0 {
+                return if high { high_end } else { low_end };
+            }
+            let mut meeting = self.field(entry.part, field).iter().filter(|interval| interval.0 <= high_end && low_end <= interval.1);
+            let interval = if high { meeting.next_back() } else { meeting.next() };
+            let interval = interval.expect("an entry meets its region");
+            if high {
+                interval.1.min(high_end)
+            } else {
+                interval.0.max(low_end)
+            }
+        })
     }
 
     fn always_decides(&self, position: usize) -> bool {
@@ -181,18 +302,16 @@ impl Analysis {
         self.reached[position] && (!self.always_decides(position) || self.counts[position])
     }
 
-    fn visit(&mut self, region: &Region, list: &[u32]) -> Option<()> {
+    fn visit(&mut self, region: &Region, list: &[Entry]) -> Option<()> {
         self.left = self.left.checked_sub(list.len() as u64)?;
         // The decider, and where the list can be cut.
         let mut decider: Option<usize> = None;
         let mut end = list.len();
         let mut uniform = true;
-        for (index, &part) in list.iter().enumerate() {
-            let part = &self.parts[part as usize];
-            let position = part.position as usize;
-            let includes = self.includes(part, region);
-            uniform &= includes;
-            if !includes || !self.always_decides(position) {
+        for (index, entry) in list.iter().enumerate() {
+            uniform &= entry.partial == 0;
+            let position = self.position(*entry);
+            if entry.partial != 0 || !self.always_decides(position) {
                 continue;
             }
             match decider {
@@ -203,7 +322,7 @@ impl Analysis {
                         break;
                     }
                 }
-                Some(first) if self.positions[self.parts[list[first] as usize].position as usize].rule != self.positions[position].rule => {
+                Some(first) if self.positions[self.position(list[first])].rule != self.positions[position].rule => {
                     end = index + 1;
                     break;
                 }
@@ -212,38 +331,157 @@ impl Analysis {
         }
         let list = &list[..end];
         let upto = decider.map_or(end, |decider| decider + 1);
-        if list[..upto].iter().all(|part| self.done(self.parts[*part as usize].position as usize)) {
+        if self.all_done(&list[..upto]) {
             return Some(());
         }
         if uniform {
             self.settle(list, decider);
             return Some(());
         }
+        // A short list is first probed at the corners of the entries not
+        // yet done: most are settled there without cutting further.
+        let undone: Vec<usize> = (0..upto).filter(|index| !self.done(self.position(list[*index]))).collect();
+        if undone.len() * list.len() <= PROBE {
+            for index in undone {
+                for high in [false, true] {
+                    if !self.done(self.position(list[index])) {
+                        self.probe(list, &self.corner(list[index], region, high));
+                    }
+                }
+            }
+            if self.all_done(&list[..upto]) {
+                return Some(());
+            }
+        }
         let field = self.split_field(region, list);
-        self.split(region, list, field)
+        self.split(region, list, list, field, Chain::visit)
     }
 
-    /// A region where every part of the list includes it.
-    fn settle(&mut self, list: &[u32], decider: Option<usize>) {
+    fn all_done(&self, list: &[Entry]) -> bool {
+        list.iter().all(|entry| self.done(self.position(*entry)))
+    }
+
+    /// What one packet of the region shows: the entries it meets are
+    /// reached up to the first that always decides, and that one counts if
+    /// without its rule the packet would be decided otherwise.
+    fn probe(&mut self, list: &[Entry], point: &Point) {
+        let mut index = 0;
+        let decider = loop {
+            let Some(entry) = list.get(index) else { return };
+            index += 1;
+            if !self.holds(*entry, point) {
+                continue;
+            }
+            let position = self.position(*entry);
+            self.reached[position] = true;
+            if self.always_decides(position) {
+                break position;
+            }
+        };
+        if self.counts[decider] {
+            return;
+        }
+        let Position { rule, class, .. } = self.positions[decider];
+        for entry in &list[index..] {
+            let item = &self.positions[self.position(*entry)];
+            if item.rule == rule || !item.decides || !self.holds(*entry, point) {
+                continue;
+            }
+            if item.class != class {
+                self.counts[decider] = true;
+                return;
+            }
+            if !item.limited {
+                return;
+            }
+        }
+        // The list ends at a part of another rule that includes the region
+        // unless no such part exists: then the policy decides.
+        if class != self.policy_class {
+            self.counts[decider] = true;
+        }
+    }
+
+    /// The deciders pass over one region: the list holds the entries that
+    /// always decide and those of the positions asked about.
+    fn visit_deciders(&mut self, region: &Region, list: &[Entry]) -> Option<()> {
+        self.left = self.left.checked_sub(list.len() as u64)?;
+        // Only the packets of the positions asked about matter: the region
+        // shrinks to the smallest box around them.
+        let Some(first) = list.iter().position(|entry| self.always_decides(self.position(*entry))) else { return Some(()) };
+        let wanted: Vec<Entry> = list[first + 1..].iter().copied().filter(|entry| self.wanted[self.position(*entry)]).collect();
+        if wanted.is_empty() {
+            return Some(());
+        }
+        let mut hull: Option<Region> = None;
+        for entry in wanted.iter().take(if wanted.len() <= HULL { HULL } else { 0 }) {
+            let (low, high) = (self.corner(*entry, region, false), self.corner(*entry, region, true));
+            let hull = hull.get_or_insert_with(|| std::array::from_fn(|field| (low[field], high[field])));
+            for field in 0..FIELDS {
+                hull[field] = (hull[field].0.min(low[field]), hull[field].1.max(high[field]));
+            }
+        }
+        let shrunk: Vec<Entry>;
+        let (region, list) = if let Some(hull) = hull.filter(|hull| hull != region) {
+            shrunk = list[first..]
+                .iter()
+                .filter(|entry| self.meets(entry.part, &hull))
+                .map(|entry| Entry { part: entry.part, partial: self.partial(entry.part, &hull) })
+                .collect();
+            (&hull.clone(), &shrunk[..])
+        } else {
+            (region, &list[first..])
+        };
+        // The first entry that always decides, and the first that also
+        // includes the region: every packet of the region stops by then.
+        let Some(first) = list.iter().position(|entry| self.always_decides(self.position(*entry))) else { return Some(()) };
+        let full = list[first..].iter().position(|entry| entry.partial == 0 && self.always_decides(self.position(*entry))).map(|index| first + index);
+        if full == Some(first) {
+            let decider = self.position(list[first]);
+            let rule = self.positions[decider].rule;
+            for entry in &list[first + 1..] {
+                let asked = self.position(*entry);
+                if self.wanted[asked] && self.positions[asked].rule != rule && self.deciders[asked].last() != Some(&(decider as u32)) {
+                    self.deciders[asked].push(decider as u32);
+                }
+            }
+            return Some(());
+        }
+        // Past the entry that includes the region only the positions asked
+        // about matter; the entries that decide up to it are cut apart.
+        let end = full.map_or(list.len(), |full| full + 1);
+        let kept: Vec<Entry> = list[first..end]
+            .iter()
+            .copied()
+            .chain(list[end..].iter().copied().filter(|entry| self.wanted[self.position(*entry)]))
+            .collect();
+        let deciding: Vec<Entry> = list[first..end].iter().copied().filter(|entry| self.always_decides(self.position(*entry))).collect();
+        let field = self.split_field(region, &deciding);
+        self.split(region, &kept, &deciding, field, Chain::visit_deciders)
+    }
+
+    /// A region where every entry of the list includes it.
+    fn settle(&mut self, list: &[Entry], decider: Option<usize>) {
         let upto = decider.map_or(list.len(), |decider| decider + 1);
-        for part in &list[..upto] {
-            self.reached[self.parts[*part as usize].position as usize] = true;
+        for entry in &list[..upto] {
+            let position = self.position(*entry);
+            self.reached[position] = true;
         }
         let Some(decider) = decider else { return };
-        let position = self.parts[list[decider] as usize].position as usize;
+        let position = self.position(list[decider]);
         if self.counts[position] {
             return;
         }
         let Position { rule, class, .. } = self.positions[position];
         let mut instead = None;
-        for part in &list[decider + 1..] {
-            let later = self.parts[*part as usize].position as usize;
+        for entry in &list[decider + 1..] {
+            let later = self.position(*entry);
             let item = &self.positions[later];
             if item.rule == rule || !item.decides {
                 continue;
             }
             if item.class != class {
-                // Without the rule, a limited part may take some of these
+                // Without the rule, a limited entry may take some of these
                 // packets with another verdict, or an unlimited one takes
                 // them all.
                 self.counts[position] = true;
@@ -266,32 +504,44 @@ impl Analysis {
         }
     }
 
-    /// The field to split: of those some part of the list does not span,
-    /// the one whose pieces would hold the fewest parts in total.
-    fn split_field(&self, region: &Region, list: &[u32]) -> usize {
+    /// The field to split: of those some entry of the list does not span,
+    /// the one whose pieces would hold the fewest entries in total.
+    fn split_field(&self, region: &Region, list: &[Entry]) -> usize {
+        let candidates = list.iter().fold(0u16, |fields, entry| fields | entry.partial);
         let step = list.len().div_ceil(SAMPLE);
-        let sample: Vec<&Part> = list.iter().step_by(step).map(|part| &self.parts[*part as usize]).collect();
+        let sample: Vec<Entry> = list.iter().step_by(step).copied().collect();
         let mut best: Option<(usize, usize)> = None;
-        for field in 0..FIELDS {
-            if list.iter().all(|part| self.spans(&self.parts[*part as usize], field, region)) {
-                continue;
-            }
-            let bounds = self.bounds(region, field, sample.iter().copied());
-            let cost: usize = sample.iter().map(|part| self.pieces(part, field, region, &bounds).map(|(from, to)| to - from).sum::<usize>()).sum();
+        for field in (0..FIELDS).filter(|field| candidates & (1 << field) != 0) {
+            let bounds = self.bounds(region, field, &sample);
+            let cost: usize = sample.iter().map(|entry| self.pieces(entry.part, field, region, &bounds).map(|(from, to, _)| to - from).sum::<usize>()).sum();
             if best.is_none_or(|(least, _)| cost < least) {
                 best = Some((cost, field));
             }
         }
-        best.expect("a region that is not uniform has a field some part does not span").1
+        best.expect("a region that is not uniform has a field some entry does not span").1
     }
 
     /// Where the pieces of the region's interval in `field` begin: at its
-    /// low end and at every boundary of the parts' intervals inside it.
-    fn bounds<'a>(&self, region: &Region, field: usize, parts: impl Iterator<Item = &'a Part>) -> Vec<u128> {
+    /// low end and at every boundary inside it of the widest of the
+    /// entries' intervals that do not span it (those at most `LEVEL` bits
+    /// narrower than the widest). Cutting the widest first lets a wide
+    /// rule that decides (an address block denied) cut the list short
+    /// before the narrow ones inside it are cut apart.
+    fn bounds(&self, region: &Region, field: usize, entries: &[Entry]) -> Vec<u128> {
         let (low, high) = region[field];
+        let bit = 1u16 << field;
+        let width = |entry: &Entry| -> u32 {
+            self.field(entry.part, field)
+                .iter()
+                .filter(|interval| interval.0 <= high && low <= interval.1)
+                .map(|interval| 128 - (interval.1.min(high) - interval.0.max(low)).leading_zeros())
+                .max()
+                .unwrap_or(0)
+        };
+        let widest = entries.iter().filter(|entry| entry.partial & bit != 0).map(width).max().unwrap_or(0);
         let mut bounds = vec![low];
-        for part in parts {
-            for &(from, to) in self.field(part, field) {
+        for entry in entries.iter().filter(|entry| entry.partial & bit != 0 && width(entry) + LEVEL >= widest) {
+            for &(from, to) in self.field(entry.part, field) {
                 if from > low && from <= high {
                     bounds.push(from);
                 }
@@ -306,37 +556,48 @@ impl Analysis {
     }
 
     /// The runs of pieces (`from..to`, indices into `bounds`) that a part's
-    /// intervals in `field` cover.
-    fn pieces<'b>(&'b self, part: &'b Part, field: usize, region: &Region, bounds: &'b [u128]) -> impl Iterator<Item = (usize, usize)> + 'b {
+    /// intervals in `field` meet, and the interval.
+    fn pieces<'b>(&'b self, part: u32, field: usize, region: &Region, bounds: &'b [u128]) -> impl Iterator<Item = (usize, usize, (u128, u128))> + 'b {
         let (low, high) = region[field];
         self.field(part, field).iter().filter(move |interval| interval.0 <= high && low <= interval.1).map(move |&(from, to)| {
             let first = bounds.partition_point(|bound| *bound <= from.max(low)) - 1;
             let last = bounds.partition_point(|bound| *bound <= to.min(high)) - 1;
-            (first, last + 1)
+            (first, last + 1, (from, to))
         })
     }
 
-    fn split(&mut self, region: &Region, list: &[u32], field: usize) -> Option<()> {
-        let bounds = self.bounds(region, field, list.iter().map(|part| &self.parts[*part as usize]));
-        let mut pieces: Vec<Vec<u32>> = vec![Vec::new(); bounds.len()];
-        let mut work = 0u64;
-        for &index in list {
-            for (from, to) in self.pieces(&self.parts[index as usize], field, region, &bounds) {
-                work += (to - from) as u64;
-                for piece in &mut pieces[from..to] {
-                    piece.push(index);
+    /// Splits the region in `field` where the entries of `cut_by` begin
+    /// and end, and visits each piece with the entries of `list` that meet
+    /// it.
+    fn split(&mut self, region: &Region, list: &[Entry], cut_by: &[Entry], field: usize, visit: fn(&mut Chain, &Region, &[Entry]) -> Option<()>) -> Option<()> {
+        let bounds = self.bounds(region, field, cut_by);
+        let piece = |index: usize| (bounds[index], bounds.get(index + 1).map_or(region[field].1, |next| next - 1));
+        let mut pieces: Vec<Vec<Entry>> = vec![Vec::new(); bounds.len()];
+        // The work is counted before the pieces take memory.
+        let work: usize = list.iter().map(|entry| self.pieces(entry.part, field, region, &bounds).map(|(from, to, _)| to - from).sum::<usize>()).sum();
+        self.left = self.left.checked_sub(work as u64)?;
+        let bit = 1u16 << field;
+        for &entry in list {
+            for (from, to, (low, high)) in self.pieces(entry.part, field, region, &bounds) {
+                for index in from..to {
+                    let (piece_low, piece_high) = piece(index);
+                    let spans = low <= piece_low && piece_high <= high;
+                    let partial = entry.partial & !bit | if spans { 0 } else { bit };
+                    match pieces[index].last_mut() {
+                        // Two intervals of one part in the piece: it has a gap there.
+                        Some(last) if last.part == entry.part => last.partial |= bit,
+                        _ => pieces[index].push(Entry { part: entry.part, partial }),
+                    }
                 }
             }
         }
-        self.left = self.left.checked_sub(work)?;
         let mut piece_region = *region;
-        for (index, parts) in pieces.into_iter().enumerate() {
-            if parts.is_empty() {
+        for (index, entries) in pieces.into_iter().enumerate() {
+            if entries.is_empty() {
                 continue;
             }
-            let high = bounds.get(index + 1).map_or(region[field].1, |next| next - 1);
-            piece_region[field] = (bounds[index], high);
-            self.visit(&piece_region, &parts)?;
+            piece_region[field] = piece(index);
+            visit(self, &piece_region, &entries)?;
         }
         Some(())
     }
