@@ -10,6 +10,7 @@
 
 use crate::ir::*;
 use std::collections::BTreeMap;
+use smallvec::{smallvec, SmallVec};
 use std::net::IpAddr;
 
 pub const PROTOCOL: usize = 0;
@@ -27,11 +28,11 @@ pub const FIELDS: usize = 11;
 
 /// A sorted union of disjoint, non-adjacent inclusive intervals.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Intervals(pub Vec<(u128, u128)>);
+pub struct Intervals(pub SmallVec<[(u128, u128); 1]>);
 
 impl Intervals {
     pub fn full(max: u128) -> Intervals {
-        Intervals(vec![(0, max)])
+        Intervals(smallvec![(0, max)])
     }
 
     pub fn is_empty(&self) -> bool {
@@ -40,7 +41,7 @@ impl Intervals {
 
     pub fn from_unsorted(mut parts: Vec<(u128, u128)>) -> Intervals {
         parts.sort_unstable();
-        let mut merged: Vec<(u128, u128)> = Vec::with_capacity(parts.len());
+        let mut merged: SmallVec<[(u128, u128); 1]> = SmallVec::with_capacity(parts.len());
         for (low, high) in parts {
             match merged.last_mut() {
                 Some(last) if low <= last.1.saturating_add(1) => last.1 = last.1.max(high),
@@ -52,7 +53,7 @@ impl Intervals {
 
     pub fn intersect(&self, other: &Intervals) -> Intervals {
         let (mut i, mut j) = (0, 0);
-        let mut out = Vec::new();
+        let mut out = SmallVec::new();
         while i < self.0.len() && j < other.0.len() {
             let (a, b) = (self.0[i], other.0[j]);
             let low = a.0.max(b.0);
@@ -70,7 +71,7 @@ impl Intervals {
     }
 
     pub fn complement(&self, max: u128) -> Intervals {
-        let mut out = Vec::new();
+        let mut out = SmallVec::new();
         let mut next = 0u128;
         let mut open = true;
         for &(low, high) in &self.0 {
@@ -230,7 +231,7 @@ impl PacketBox {
 
 impl Default for Intervals {
     fn default() -> Intervals {
-        Intervals(Vec::new())
+        Intervals(SmallVec::new())
     }
 }
 
@@ -308,12 +309,12 @@ impl Encoder {
         };
         if let Some(protocol) = matches.protocol {
             let number = u128::from(protocol.0);
-            set(PROTOCOL, false, Intervals(vec![(number, number)]));
+            set(PROTOCOL, false, Intervals(smallvec![(number, number)]));
         }
         for (field, address) in [(SOURCE, &matches.source), (DESTINATION, &matches.destination)] {
             if let Some(address) = address {
                 let (low, high) = (number(address.value.network()), number(address.value.broadcast()));
-                set(field, address.negated, Intervals(vec![(low, high)]));
+                set(field, address.negated, Intervals(smallvec![(low, high)]));
             }
         }
         for (field, ports) in [(SOURCE_PORT, &matches.source_ports), (DESTINATION_PORT, &matches.destination_ports)] {
@@ -324,7 +325,7 @@ impl Encoder {
         }
         if let Some(icmp) = &matches.icmp_type {
             let kind = u128::from(icmp.value.kind);
-            set(ICMP_TYPE, icmp.negated, Intervals(vec![(kind, kind)]));
+            set(ICMP_TYPE, icmp.negated, Intervals(smallvec![(kind, kind)]));
         }
         for (field, interface) in [(IN_INTERFACE, &matches.in_interface), (OUT_INTERFACE, &matches.out_interface)] {
             if let Some(interface) = interface {
@@ -351,7 +352,7 @@ impl Encoder {
         }
         if let Some(mac) = &matches.mac_source {
             let code = self.macs.iter().position(|known| *known == mac.value).expect("collected") as u128;
-            set(MAC, mac.negated, Intervals(vec![(code, code)]));
+            set(MAC, mac.negated, Intervals(smallvec![(code, code)]));
         }
         packet_box
     }

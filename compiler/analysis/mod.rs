@@ -63,63 +63,86 @@ pub fn rule_facts(ruleset: &Ruleset) -> Vec<RuleFacts> {
     rule_facts_within(ruleset, u64::MAX, true).expect("no budget")
 }
 
-/// Facts within a budget of diagram operations, `None` when it runs out.
-/// `covered_by` is filled for unreached rules, and for reached ones only
-/// when `explain_reached` (it costs a walk over the earlier rules).
+/// Facts within a budget of steps (see `BUDGET`), `None` when it runs
+/// out. `covered_by` is filled for unreached rules written in the policy,
+/// and for reached ones only when `explain_reached` (a second pass over
+/// the chains). The two families are analysed side by side, each with
+/// the whole budget, so the answer does not depend on their timing.
 pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) -> Option<Vec<RuleFacts>> {
-    let mut left = budget;
-    let mut facts = vec![RuleFacts { redundant: true, ..RuleFacts::default() }; ruleset.rules.len()];
-    for (family, indices) in boxes::by_family(ruleset) {
-        let filter: Vec<&Rule> =
-            indices.iter().map(|index| &ruleset.rules[*index]).filter(|rule| rule.table == Table::Filter).collect();
-        let encoder = Encoder::new(family, &filter);
-        let boxes: HashMap<usize, PacketBox> = indices
+    let families: Vec<(Family, Vec<usize>)> = boxes::by_family(ruleset).into_iter().collect();
+    let found: Vec<Option<Vec<RuleFacts>>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = families
             .iter()
-            .filter(|index| ruleset.rules[**index].table == Table::Filter)
-            .map(|index| (*index, encoder.encode(&ruleset.rules[*index].matches)))
+            .map(|(family, indices)| scope.spawn(move || family_facts(ruleset, *family, indices, budget, explain_reached)))
             .collect();
-        // Reach and redundancy at every position; then the rules that
-        // decide the packets of the rules asked about, from the first place
-        // a rule appears.
-        let mut chains = Vec::new();
-        for builtin in [ChainRef::Input, ChainRef::Forward, ChainRef::Output] {
-            let flat = flatten::flatten(ruleset, &encoder, family, &builtin, &boxes);
-            let policy = match ruleset.policies.of(&builtin).expect("built-in") {
-                Verdict::Accept => Target::Accept,
-                Verdict::Drop => Target::Drop,
-            };
-            let mut chain = partition::Chain::new(ruleset, &flat, &policy, &encoder.maxima);
-            let found = chain.analyse(&mut left)?;
-            for (position, found) in found.into_iter().enumerate() {
-                let fact = &mut facts[chain.rule(position)];
-                fact.seen = true;
-                fact.reachable |= found.reachable;
-                if let Some((redundant, same_as)) = found.redundancy {
-                    fact.redundant &= redundant;
-                    if redundant && fact.same_as.is_empty() {
-                        fact.same_as = same_as;
-                    }
-                }
-            }
-            chains.push(chain);
+        threads.into_iter().map(|thread| thread.join().expect("the analysis does not panic")).collect()
+    });
+    let mut facts = vec![RuleFacts::default(); ruleset.rules.len()];
+    for ((_, indices), found) in families.iter().zip(found) {
+        for (index, fact) in indices.iter().zip(found?) {
+            facts[*index] = fact;
         }
-        for chain in &mut chains {
-            let wanted: Vec<bool> = (0..chain.len())
-                .map(|position| {
-                    let rule = chain.rule(position);
-                    let fact = &facts[rule];
-                    ruleset.rules[rule].origin.derived.is_none() && fact.covered_by.is_empty() && (!fact.reachable || explain_reached)
-                })
-                .collect();
-            if !wanted.contains(&true) {
-                continue;
-            }
-            let deciders = chain.deciders(wanted, &mut left)?;
-            for (position, deciders) in deciders.into_iter().enumerate() {
-                let fact = &mut facts[chain.rule(position)];
-                if fact.covered_by.is_empty() {
-                    fact.covered_by = deciders;
+    }
+    Some(facts)
+}
+
+/// The facts of one family's rules, in the order of `indices`.
+fn family_facts(ruleset: &Ruleset, family: Family, indices: &[usize], budget: u64, explain_reached: bool) -> Option<Vec<RuleFacts>> {
+    let mut left = budget;
+    let mut local = vec![u32::MAX; ruleset.rules.len()];
+    for (slot, index) in indices.iter().enumerate() {
+        local[*index] = slot as u32;
+    }
+    let mut facts = vec![RuleFacts { redundant: true, ..RuleFacts::default() }; indices.len()];
+    let filter: Vec<&Rule> = indices.iter().map(|index| &ruleset.rules[*index]).filter(|rule| rule.table == Table::Filter).collect();
+    let encoder = Encoder::new(family, &filter);
+    let boxes: HashMap<usize, PacketBox> = indices
+        .iter()
+        .filter(|index| ruleset.rules[**index].table == Table::Filter)
+        .map(|index| (*index, encoder.encode(&ruleset.rules[*index].matches)))
+        .collect();
+    // Reach and redundancy at every position; then the rules that decide
+    // the packets of the rules asked about, from the first place a rule
+    // appears.
+    let mut chains = Vec::new();
+    for builtin in [ChainRef::Input, ChainRef::Forward, ChainRef::Output] {
+        let flat = flatten::flatten(ruleset, &encoder, family, &builtin, &boxes);
+        let policy = match ruleset.policies.of(&builtin).expect("built-in") {
+            Verdict::Accept => Target::Accept,
+            Verdict::Drop => Target::Drop,
+        };
+        let mut chain = partition::Chain::new(ruleset, &flat, &policy, &encoder.maxima);
+        drop(flat);
+        let found = chain.analyse(&mut left)?;
+        for (position, found) in found.into_iter().enumerate() {
+            let fact = &mut facts[local[chain.rule(position)] as usize];
+            fact.seen = true;
+            fact.reachable |= found.reachable;
+            if let Some((redundant, same_as)) = found.redundancy {
+                fact.redundant &= redundant;
+                if redundant && fact.same_as.is_empty() {
+                    fact.same_as = same_as;
                 }
+            }
+        }
+        chains.push(chain);
+    }
+    for chain in &mut chains {
+        let wanted: Vec<bool> = (0..chain.len())
+            .map(|position| {
+                let rule = chain.rule(position);
+                let fact = &facts[local[rule] as usize];
+                ruleset.rules[rule].origin.derived.is_none() && fact.covered_by.is_empty() && (!fact.reachable || explain_reached)
+            })
+            .collect();
+        if !wanted.contains(&true) {
+            continue;
+        }
+        let deciders = chain.deciders(wanted, &mut left)?;
+        for (position, deciders) in deciders.into_iter().enumerate() {
+            let fact = &mut facts[local[chain.rule(position)] as usize];
+            if fact.covered_by.is_empty() {
+                fact.covered_by = deciders;
             }
         }
     }
