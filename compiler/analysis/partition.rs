@@ -1,43 +1,46 @@
 //! The order analysis of a whole flattened chain at once, by cutting the
 //! packet space into regions until, in each, the rules that matter are
-//! uniform.
+//! uniform (docs/ARCHITECTURE.md, "The analysis").
 //!
 //! A *region* is a box with one interval per field. Its *list* holds the
-//! parts (boxes) of the chain's positions that meet it, in chain order.
-//! Three things make a region cheap:
+//! parts (boxes) of the chain's positions that meet it, in chain order,
+//! each with the fields in which it does not include the region. What
+//! makes a region cheap:
 //!
-//! - **Truncation.** The first part that takes every packet of the region
-//!   for sure (its position always decides and its box includes the
-//!   region) is where every packet stops; call it the region's *decider*.
-//!   Nothing after it is reached. Without the decider's rule, packets go on
-//!   to the next such part of another rule, so the list is cut there.
-//! - **Pruning.** A position is *done* once it is known reached and, if it
+//! - **Cutting short.** The first part that takes every packet of the
+//!   region for sure (its position always decides and its box includes the
+//!   region) is where every packet stops: the region's *decider*. Nothing
+//!   after it is reached. Without the decider's rule, packets go on to the
+//!   next such part of another rule, so the list ends there.
+//! - **Skipping.** A position is *done* once it is known reached and, if it
 //!   always decides, known to count (some packet it decides would get
 //!   another verdict without it). A region whose positions up to its
-//!   decider are all done can teach nothing more and is skipped. Most
-//!   positions are done after the first region that holds them, so their
-//!   other regions cost one look each.
+//!   decider are all done can teach nothing more and is skipped.
 //! - **Settling.** When every part left in the list includes the region,
 //!   all its packets go the same way: the parts before the decider only
 //!   limit or log (they would be the decider otherwise), so all are
 //!   reached; the decider's packets, without its rule, go to the next part
 //!   that always decides, past limited parts of their own verdicts.
+//! - **Probing.** In a short list, one packet at each corner of each part
+//!   not yet done is run down the list: most positions are done there.
 //!
-//! Otherwise the region is split in one field at every boundary the list's
-//! parts have inside it, into elementary intervals, and each piece gets the
-//! parts that meet it. A field is split at most once on any path from the
-//! whole space (inside a piece no part has a boundary in that field), so a
-//! region is at most `FIELDS` splits deep. The field split is the one whose
-//! pieces hold the fewest parts in total (estimated on a sample of a long
-//! list): rules that name a field exactly and disjointly (hosts, ports) are
-//! split apart cheaply, and rules that span a field (a rule with no address)
-//! are copied into every piece of it, so that field waits until they are
-//! cut away by another.
+//! Otherwise the region is cut in one field, where the widest intervals of
+//! the list's parts in that field begin and end, and each piece gets the
+//! parts that meet it. Widest first: a rule that decides for a whole
+//! address block cuts the list short in its piece before the rules for
+//! hosts inside the block are cut apart. The field is the one whose pieces
+//! hold the fewest parts in total (estimated on a sample of a long list):
+//! rules that name a field exactly and apart (hosts, ports) are cut apart
+//! cheaply, and rules that span a field are copied into every piece of
+//! it, so that field waits until another cut has set them aside.
 //!
-//! Exact: every packet of the chain lies in exactly one settled or pruned
-//! region, a settled region is uniform, and a pruned one cannot change any
-//! answer. Cost: the total length of the lists of the regions visited; the
-//! budget bounds it.
+//! A second pass (`deciders`) cuts the same way to find, for the positions
+//! asked about, the earlier rules that decide their packets.
+//!
+//! Exact: every packet of the chain lies in exactly one region that is
+//! settled, skipped or cut short, a settled region is uniform, a skipped
+//! one cannot change any answer, and a probe is a real packet. Cost: the
+//! total length of the lists of the regions visited; the budget bounds it.
 
 use super::boxes::*;
 use super::flatten::Flat;
@@ -166,6 +169,7 @@ impl Chain {
         self.positions[position].rule
     }
 
+    /// How many positions the chain has.
     pub fn len(&self) -> usize {
         self.positions.len()
     }
