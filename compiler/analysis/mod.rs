@@ -70,12 +70,20 @@ pub fn rule_facts(ruleset: &Ruleset) -> Vec<RuleFacts> {
 /// the whole budget, so the answer does not depend on their timing.
 pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) -> Option<Vec<RuleFacts>> {
     let families: Vec<(Family, Vec<usize>)> = boxes::by_family(ruleset).into_iter().collect();
+    let analyse = |(family, indices): &(Family, Vec<usize>)| family_facts(ruleset, *family, indices, budget, explain_reached);
     let found: Vec<Option<Vec<RuleFacts>>> = std::thread::scope(|scope| {
-        let threads: Vec<_> = families
-            .iter()
-            .map(|(family, indices)| scope.spawn(move || family_facts(ruleset, *family, indices, budget, explain_reached)))
-            .collect();
-        threads.into_iter().map(|thread| thread.join().expect("the analysis does not panic")).collect()
+        // The first family on this thread, the others on threads of their
+        // own, or here too if the system has no thread to give.
+        let others: Vec<_> =
+            families.iter().skip(1).map(|family| std::thread::Builder::new().spawn_scoped(scope, move || analyse(family)).ok()).collect();
+        let mut found: Vec<_> = families.first().map(analyse).into_iter().collect();
+        for (family, thread) in families.iter().skip(1).zip(others) {
+            found.push(match thread {
+                Some(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                None => analyse(family),
+            });
+        }
+        found
     });
     let mut facts = vec![RuleFacts::default(); ruleset.rules.len()];
     for ((_, indices), found) in families.iter().zip(found) {
