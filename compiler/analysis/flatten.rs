@@ -10,6 +10,7 @@
 
 use super::boxes::{subtract, Encoder, PacketBox, Union};
 use crate::ir::*;
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 
 /// One rule occurrence in a flattened chain.
@@ -22,7 +23,7 @@ pub struct Flat {
 }
 
 /// Flattens the filter chain `builtin` of one family.
-pub fn flatten(ruleset: &Ruleset, encoder: &Encoder, family: Family, builtin: &ChainRef, boxes: &HashMap<usize, PacketBox>) -> Vec<Flat> {
+pub fn flatten(ruleset: &Ruleset, encoder: &Encoder, family: Family, builtin: &ChainRef, boxes: &FxHashMap<usize, PacketBox>) -> Vec<Flat> {
     let mut chains: HashMap<&ChainRef, Vec<usize>> = HashMap::new();
     for (index, rule) in ruleset.rules.iter().enumerate() {
         if rule.family == family && rule.table == Table::Filter {
@@ -30,7 +31,7 @@ pub fn flatten(ruleset: &Ruleset, encoder: &Encoder, family: Family, builtin: &C
         }
     }
     let mut out = Vec::new();
-    walk(ruleset, encoder, &chains, boxes, builtin, vec![encoder.universe()], &mut out, 0);
+    walk(ruleset, encoder, &chains, boxes, builtin, vec![encoder.universe()], true, &mut out, 0);
     out
 }
 
@@ -39,9 +40,10 @@ fn walk(
     ruleset: &Ruleset,
     encoder: &Encoder,
     chains: &HashMap<&ChainRef, Vec<usize>>,
-    boxes: &HashMap<usize, PacketBox>,
+    boxes: &FxHashMap<usize, PacketBox>,
     chain: &ChainRef,
     mut path: Union,
+    mut whole: bool,
     out: &mut Vec<Flat>,
     depth: usize,
 ) {
@@ -54,13 +56,14 @@ fn walk(
             return;
         }
         let rule_box = &boxes[&index];
-        let effective: Union = path.iter().filter_map(|part| part.intersect(rule_box)).collect();
+        // At the top of a built-in chain every packet comes by.
+        let effective: Union = if whole { vec![rule_box.clone()] } else { path.iter().filter_map(|part| part.intersect(rule_box)).collect() };
         let rule = &ruleset.rules[index];
         match &rule.target {
             Target::Jump(target) => {
                 out.push(Flat { rule: index, effective: effective.clone() });
                 if !effective.is_empty() {
-                    walk(ruleset, encoder, chains, boxes, &ChainRef::User(target.clone()), effective, out, depth + 1);
+                    walk(ruleset, encoder, chains, boxes, &ChainRef::User(target.clone()), effective, false, out, depth + 1);
                 }
             }
             Target::Return => {
@@ -68,6 +71,7 @@ fn walk(
                 // Limited returns may or may not take a packet: keep it.
                 if rule.matches.limit.is_none() {
                     path = subtract(&path, rule_box, &encoder.maxima);
+                    whole = false;
                 }
             }
             _ => out.push(Flat { rule: index, effective }),

@@ -25,7 +25,7 @@ use crate::diagnostics::{Code, Diagnostic};
 use crate::ir::*;
 use crate::source::{Origin, Sources, Span};
 use boxes::{Encoder, PacketBox};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 pub use host::{drop_gaps_of_shadowed, host_checks, HostContext};
 pub use unused::unused_checks;
@@ -104,7 +104,7 @@ fn family_facts(ruleset: &Ruleset, family: Family, indices: &[usize], budget: u6
     let mut facts = vec![RuleFacts { redundant: true, ..RuleFacts::default() }; indices.len()];
     let filter: Vec<&Rule> = indices.iter().map(|index| &ruleset.rules[*index]).filter(|rule| rule.table == Table::Filter).collect();
     let encoder = Encoder::new(family, &filter);
-    let boxes: HashMap<usize, PacketBox> = indices
+    let boxes: rustc_hash::FxHashMap<usize, PacketBox> = indices
         .iter()
         .filter(|index| ruleset.rules[**index].table == Table::Filter)
         .map(|index| (*index, encoder.encode(&ruleset.rules[*index].matches)))
