@@ -49,6 +49,8 @@ pub struct SourceFile {
     pub name: String,
     pub origin: Origin,
     pub text: String,
+    /// Where each line begins, computed on the first `line_column`.
+    line_starts: std::sync::OnceLock<Vec<usize>>,
 }
 
 /// All files of one compilation.
@@ -63,7 +65,7 @@ impl Sources {
     }
 
     pub fn add(&mut self, name: String, origin: Origin, text: String) -> FileId {
-        self.files.push(SourceFile { name, origin, text });
+        self.files.push(SourceFile { name, origin, text, line_starts: std::sync::OnceLock::new() });
         self.files.len() - 1
     }
 
@@ -81,12 +83,14 @@ impl Sources {
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_column(&self, file: FileId, offset: usize) -> (usize, usize) {
-        let text = &self.files[file].text;
+        let file = &self.files[file];
+        let text = &file.text;
         let offset = offset.min(text.len());
-        let before = &text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        (line, before[line_start..].chars().count() + 1)
+        let starts = file.line_starts.get_or_init(|| {
+            std::iter::once(0).chain(text.match_indices('\n').map(|(index, _)| index + 1)).collect()
+        });
+        let line = starts.partition_point(|start| *start <= offset);
+        (line, text[starts[line - 1]..offset].chars().count() + 1)
     }
 }
 
