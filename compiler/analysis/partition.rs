@@ -297,6 +297,18 @@ impl Chain {
         })
     }
 
+    /// The smallest region around the entries' packets in `region`.
+    fn hull(&self, entries: &[Entry], region: &Region) -> Region {
+        let mut hull = [(u128::MAX, 0); FIELDS];
+        for entry in entries {
+            let (low, high) = (self.corner(*entry, region, false), self.corner(*entry, region, true));
+            for field in 0..FIELDS {
+                hull[field] = (hull[field].0.min(low[field]), hull[field].1.max(high[field]));
+            }
+        }
+        hull
+    }
+
     fn always_decides(&self, position: usize) -> bool {
         let item = &self.positions[position];
         item.decides && !item.limited
@@ -410,31 +422,26 @@ impl Chain {
     /// always decide and those of the positions asked about.
     fn visit_deciders(&mut self, region: &Region, list: &[Entry]) -> Option<()> {
         self.left = self.left.checked_sub(list.len() as u64)?;
-        // Only the packets of the positions asked about matter: the region
-        // shrinks to the smallest box around them.
         let Some(first) = list.iter().position(|entry| self.always_decides(self.position(*entry))) else { return Some(()) };
         let wanted: Vec<Entry> = list[first + 1..].iter().copied().filter(|entry| self.wanted[self.position(*entry)]).collect();
         if wanted.is_empty() {
             return Some(());
         }
-        let mut hull: Option<Region> = None;
-        for entry in wanted.iter().take(if wanted.len() <= HULL { HULL } else { 0 }) {
-            let (low, high) = (self.corner(*entry, region, false), self.corner(*entry, region, true));
-            let hull = hull.get_or_insert_with(|| std::array::from_fn(|field| (low[field], high[field])));
-            for field in 0..FIELDS {
-                hull[field] = (hull[field].0.min(low[field]), hull[field].1.max(high[field]));
+        // With few positions asked about, only their packets matter: the
+        // region shrinks to the smallest box around them.
+        let hull = (wanted.len() <= HULL).then(|| self.hull(&wanted, region)).filter(|hull| hull != region);
+        let (shrunk, inside): (Region, Vec<Entry>);
+        let (region, list) = match hull {
+            Some(hull) => {
+                shrunk = hull;
+                inside = list[first..]
+                    .iter()
+                    .filter(|entry| self.meets(entry.part, &shrunk))
+                    .map(|entry| Entry { part: entry.part, partial: self.partial(entry.part, &shrunk) })
+                    .collect();
+                (&shrunk, &inside[..])
             }
-        }
-        let shrunk: Vec<Entry>;
-        let (region, list) = if let Some(hull) = hull.filter(|hull| hull != region) {
-            shrunk = list[first..]
-                .iter()
-                .filter(|entry| self.meets(entry.part, &hull))
-                .map(|entry| Entry { part: entry.part, partial: self.partial(entry.part, &hull) })
-                .collect();
-            (&hull.clone(), &shrunk[..])
-        } else {
-            (region, &list[first..])
+            None => (region, &list[first..]),
         };
         // The first entry that always decides, and the first that also
         // includes the region: every packet of the region stops by then.
