@@ -9,7 +9,6 @@ use crate::source::{Sources, Span};
 use codespan_reporting::diagnostic as cs;
 use codespan_reporting::files::{self, Files};
 use codespan_reporting::term;
-use std::cell::OnceCell;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
@@ -230,9 +229,35 @@ impl Diagnostic {
 }
 
 /// Renders diagnostics the way a compiler does: the message, the code, the
-/// lines involved with their labels, then the notes. No colour.
+/// lines involved with their labels, then the notes. No colour. Many
+/// diagnostics (a large policy's findings) are rendered on every core, in
+/// chunks joined in order: the text is the same.
 pub fn render(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
-    let files = SourceFiles { sources, line_starts: (0..sources.files().len()).map(|_| OnceCell::new()).collect() };
+    const CHUNK: usize = 512;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(diagnostics.len().div_ceil(CHUNK));
+    if threads <= 1 {
+        return render_all(sources, diagnostics);
+    }
+    let chunks: Vec<&[Diagnostic]> = diagnostics.chunks(diagnostics.len().div_ceil(threads)).collect();
+    std::thread::scope(|scope| {
+        let others: Vec<_> = chunks[1..]
+            .iter()
+            .map(|chunk| std::thread::Builder::new().spawn_scoped(scope, move || render_all(sources, chunk)))
+            .collect();
+        let mut out = render_all(sources, chunks[0]);
+        for (chunk, other) in chunks[1..].iter().zip(others) {
+            // Without a thread to spare, this thread renders the chunk too.
+            match other {
+                Ok(thread) => out.push_str(&thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))),
+                Err(_) => out.push_str(&render_all(sources, chunk)),
+            }
+        }
+        out
+    })
+}
+
+fn render_all(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
+    let files = SourceFiles { sources };
     let config = term::Config::default();
     let mut out = String::new();
     for diagnostic in diagnostics {
@@ -263,19 +288,17 @@ pub fn render(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
     out
 }
 
-/// Adapts [`Sources`] to codespan-reporting's file database. The line
-/// starts of a file are found once, when a label first needs them: a large
-/// policy with many findings asks for lines thousands of times.
+/// Adapts [`Sources`] to codespan-reporting's file database.
 struct SourceFiles<'a> {
     sources: &'a Sources,
-    line_starts: Vec<OnceCell<Vec<usize>>>,
 }
 
 impl SourceFiles<'_> {
     fn line_starts(&self, id: usize) -> Result<&[usize], files::Error> {
-        let text = &self.sources.files().get(id).ok_or(files::Error::FileMissing)?.text;
-        let cell = self.line_starts.get(id).ok_or(files::Error::FileMissing)?;
-        Ok(cell.get_or_init(|| line_starts(text)))
+        if id >= self.sources.files().len() {
+            return Err(files::Error::FileMissing);
+        }
+        Ok(self.sources.line_starts(id))
     }
 }
 
@@ -311,10 +334,6 @@ impl<'a> Files<'a> for SourceFiles<'a> {
         let end = starts.get(line_index + 1).copied().unwrap_or(text.len());
         Ok(start..end)
     }
-}
-
-fn line_starts(text: &str) -> Vec<usize> {
-    std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect()
 }
 
 /// "did you mean `https`?" for a name close to one of the candidates.

@@ -83,14 +83,18 @@ impl Sources {
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_column(&self, file: FileId, offset: usize) -> (usize, usize) {
-        let file = &self.files[file];
-        let text = &file.text;
+        let text = &self.files[file].text;
         let offset = offset.min(text.len());
-        let starts = file.line_starts.get_or_init(|| {
-            std::iter::once(0).chain(text.match_indices('\n').map(|(index, _)| index + 1)).collect()
-        });
+        let starts = self.line_starts(file);
         let line = starts.partition_point(|start| *start <= offset);
         (line, text[starts[line - 1]..offset].chars().count() + 1)
+    }
+
+    /// Where each line of the file begins, found once: a large policy with
+    /// many findings asks for lines thousands of times.
+    pub fn line_starts(&self, file: FileId) -> &[usize] {
+        let file = &self.files[file];
+        file.line_starts.get_or_init(|| std::iter::once(0).chain(file.text.match_indices('\n').map(|(index, _)| index + 1)).collect())
     }
 }
 

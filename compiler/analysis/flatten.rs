@@ -8,10 +8,9 @@
 //! meets exactly the rules the kernel would show it, in the same order, so
 //! first-match reasoning over the list is exact.
 
-use super::boxes::{subtract, Encoder, PacketBox, Union};
+use super::boxes::{subtract, Encoder, Union};
 use crate::ir::*;
 use rustc_hash::FxHashMap;
-use std::collections::HashMap;
 
 /// One rule occurrence in a flattened chain.
 #[derive(Clone, Debug)]
@@ -19,59 +18,74 @@ pub struct Flat {
     /// Index of the IR rule.
     pub rule: usize,
     /// The packets that reach this position and match the rule.
-    pub effective: Union,
+    pub effective: Effective,
 }
 
-/// Flattens the filter chain `builtin` of one family.
-pub fn flatten(ruleset: &Ruleset, encoder: &Encoder, family: Family, builtin: &ChainRef, boxes: &FxHashMap<usize, PacketBox>) -> Vec<Flat> {
-    let mut chains: HashMap<&ChainRef, Vec<usize>> = HashMap::new();
+/// The packets of a position.
+#[derive(Clone, Debug)]
+pub enum Effective {
+    /// Every packet the rule matches: a rule of the built-in chain itself
+    /// before any `return`, which every packet passes by. Most rules are
+    /// these, and their box is made only when it is needed.
+    Own,
+    /// The rule's box within the path condition.
+    Within(Union),
+}
+
+/// The filter rules of one family, by chain, in order.
+pub type Chains<'r> = FxHashMap<&'r ChainRef, Vec<usize>>;
+
+pub fn chains(ruleset: &Ruleset, family: Family) -> Chains<'_> {
+    let mut chains: Chains = FxHashMap::default();
     for (index, rule) in ruleset.rules.iter().enumerate() {
         if rule.family == family && rule.table == Table::Filter {
             chains.entry(&rule.chain).or_default().push(index);
         }
     }
+    chains
+}
+
+/// Flattens the filter chain `builtin` of one family.
+pub fn flatten(ruleset: &Ruleset, encoder: &Encoder, chains: &Chains, builtin: &ChainRef) -> Vec<Flat> {
     let mut out = Vec::new();
-    walk(ruleset, encoder, &chains, boxes, builtin, vec![encoder.universe()], true, &mut out, 0);
+    walk(ruleset, encoder, chains, builtin, None, &mut out, 0);
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn walk(
-    ruleset: &Ruleset,
-    encoder: &Encoder,
-    chains: &HashMap<&ChainRef, Vec<usize>>,
-    boxes: &FxHashMap<usize, PacketBox>,
-    chain: &ChainRef,
-    mut path: Union,
-    mut whole: bool,
-    out: &mut Vec<Flat>,
-    depth: usize,
-) {
+/// Walks `chain` for the packets of `path` (`None`: every packet).
+fn walk(ruleset: &Ruleset, encoder: &Encoder, chains: &Chains, chain: &ChainRef, mut path: Option<Union>, out: &mut Vec<Flat>, depth: usize) {
     // Lowering refuses chain cycles; the depth bound is a second guard.
     if depth > 64 {
         return;
     }
     for &index in chains.get(chain).map_or(&[][..], Vec::as_slice) {
-        if path.is_empty() {
-            return;
-        }
-        let rule_box = &boxes[&index];
-        // At the top of a built-in chain every packet comes by.
-        let effective: Union = if whole { vec![rule_box.clone()] } else { path.iter().filter_map(|part| part.intersect(rule_box)).collect() };
         let rule = &ruleset.rules[index];
+        let effective = match &path {
+            Some(path) if path.is_empty() => return,
+            Some(path) => {
+                let rule_box = encoder.encode(&rule.matches);
+                Effective::Within(path.iter().filter_map(|part| part.intersect(&rule_box)).collect())
+            }
+            None => Effective::Own,
+        };
         match &rule.target {
             Target::Jump(target) => {
-                out.push(Flat { rule: index, effective: effective.clone() });
-                if !effective.is_empty() {
-                    walk(ruleset, encoder, chains, boxes, &ChainRef::User(target.clone()), effective, false, out, depth + 1);
+                let within = match &effective {
+                    Effective::Own => vec![encoder.encode(&rule.matches)],
+                    Effective::Within(union) => union.clone(),
+                };
+                out.push(Flat { rule: index, effective });
+                if within.iter().any(|part| !part.is_empty()) {
+                    walk(ruleset, encoder, chains, &ChainRef::User(target.clone()), Some(within), out, depth + 1);
                 }
             }
             Target::Return => {
                 out.push(Flat { rule: index, effective });
                 // Limited returns may or may not take a packet: keep it.
                 if rule.matches.limit.is_none() {
-                    path = subtract(&path, rule_box, &encoder.maxima);
-                    whole = false;
+                    let rule_box = encoder.encode(&rule.matches);
+                    let before = path.take().unwrap_or_else(|| vec![encoder.universe()]);
+                    path = Some(subtract(&before, &rule_box, &encoder.maxima));
                 }
             }
             _ => out.push(Flat { rule: index, effective }),

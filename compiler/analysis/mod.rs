@@ -24,8 +24,7 @@ mod unused;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::ir::*;
 use crate::source::{Origin, Sources, Span};
-use boxes::{Encoder, PacketBox};
-use std::collections::BTreeMap;
+use boxes::Encoder;
 
 pub use host::{drop_gaps_of_shadowed, host_checks, HostContext};
 pub use unused::unused_checks;
@@ -105,22 +104,18 @@ fn family_facts(ruleset: &Ruleset, family: Family, indices: &[usize], budget: u6
     let mut facts = vec![RuleFacts { redundant: true, ..RuleFacts::default() }; indices.len()];
     let filter: Vec<&Rule> = indices.iter().map(|index| &ruleset.rules[*index]).filter(|rule| rule.table == Table::Filter).collect();
     let encoder = Encoder::new(family, &filter);
-    let boxes: rustc_hash::FxHashMap<usize, PacketBox> = indices
-        .iter()
-        .filter(|index| ruleset.rules[**index].table == Table::Filter)
-        .map(|index| (*index, encoder.encode(&ruleset.rules[*index].matches)))
-        .collect();
+    let chains_of_family = flatten::chains(ruleset, family);
     // Reach and redundancy at every position; then the rules that decide
     // the packets of the rules asked about, from the first place a rule
     // appears.
     let mut chains = Vec::new();
     for builtin in [ChainRef::Input, ChainRef::Forward, ChainRef::Output] {
-        let flat = flatten::flatten(ruleset, &encoder, family, &builtin, &boxes);
+        let flat = flatten::flatten(ruleset, &encoder, &chains_of_family, &builtin);
         let policy = match ruleset.policies.of(&builtin).expect("built-in") {
             Verdict::Accept => Target::Accept,
             Verdict::Drop => Target::Drop,
         };
-        let mut chain = partition::Chain::new(ruleset, &flat, &policy, &encoder.maxima);
+        let mut chain = partition::Chain::new(ruleset, &flat, &policy, &encoder);
         drop(flat);
         let found = chain.analyse(&mut left)?;
         for (position, found) in found.into_iter().enumerate() {
@@ -195,23 +190,26 @@ pub fn order_checks_within(ruleset: &Ruleset, sources: &Sources, levels: &crate:
         )
         .note("rules that cross each other in several fields (ranges that overlap without one holding the other) cut the packets into very many regions, which makes the exact analysis expensive; fwc test still checks every expectation")];
     };
-    let mut by_source: BTreeMap<(Span, Vec<Span>), SourceRule> = BTreeMap::new();
+    // The IR rules of each source rule (a rule from a stdlib module once
+    // per `use` that brought it in), in the order of the source.
+    let mut sources_of: Vec<SourceRule> = Vec::new();
+    let mut index_of: rustc_hash::FxHashMap<(Span, &[Span]), usize> = rustc_hash::FxHashMap::default();
     for (index, rule) in ruleset.rules.iter().enumerate() {
         // Derived rules (replies, LOG halves, reject answers) never warn.
         if rule.origin.derived.is_some() || rule.table != Table::Filter || !decides(rule) && !matches!(rule.target, Target::Jump(_)) {
             continue;
         }
-        let entry = by_source.entry((rule.origin.span, rule.origin.via.clone())).or_insert_with(|| SourceRule {
-            span: rule.origin.span,
-            via: rule.origin.via.clone(),
-            rules: Vec::new(),
+        let slot = *index_of.entry((rule.origin.span, &rule.origin.via)).or_insert_with(|| {
+            sources_of.push(SourceRule { span: rule.origin.span, via: rule.origin.via.clone(), rules: Vec::new() });
+            sources_of.len() - 1
         });
-        entry.rules.push(index);
+        sources_of[slot].rules.push(index);
     }
+    sources_of.sort_unstable_by(|a, b| (a.span, &a.via).cmp(&(b.span, &b.via)));
     let logging: std::collections::HashSet<Span> =
         ruleset.rules.iter().filter(|rule| matches!(rule.target, Target::Log { .. })).map(|rule| rule.origin.span).collect();
     let mut diagnostics = Vec::new();
-    for source in by_source.values() {
+    for source in &sources_of {
         let seen: Vec<usize> = source.rules.iter().copied().filter(|index| facts[*index].seen).collect();
         if seen.is_empty() {
             continue;

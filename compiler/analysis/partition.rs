@@ -43,7 +43,7 @@
 //! total length of the lists of the regions visited; the budget bounds it.
 
 use super::boxes::*;
-use super::flatten::Flat;
+use super::flatten::{Effective, Flat};
 use crate::ir::*;
 
 /// A region: one inclusive interval per field.
@@ -121,13 +121,13 @@ fn decides(target: &Target) -> bool {
 }
 
 impl Chain {
-    pub fn new(ruleset: &Ruleset, flat: &[Flat], policy: &Target, maxima: &[u128; FIELDS]) -> Chain {
+    pub fn new(ruleset: &Ruleset, flat: &[Flat], policy: &Target, encoder: &Encoder) -> Chain {
         let mut targets: Vec<&Target> = vec![policy];
         let mut chain = Chain {
             positions: Vec::with_capacity(flat.len()),
             parts: Vec::with_capacity(flat.len()),
             intervals: Vec::new(),
-            maxima: *maxima,
+            maxima: encoder.maxima,
             policy_class: 0,
             reached: vec![false; flat.len()],
             counts: vec![false; flat.len()],
@@ -151,17 +151,25 @@ impl Chain {
                 limited: rule.matches.limit.is_some(),
                 class,
             });
-            for part in entry.effective.iter().filter(|part| !part.is_empty()) {
-                let start = chain.intervals.len();
-                let mut ends = [0u32; FIELDS];
-                for (field, intervals) in part.0.iter().enumerate() {
-                    chain.intervals.extend_from_slice(&intervals.0);
-                    ends[field] = (chain.intervals.len() - start) as u32;
-                }
-                chain.parts.push(Part { position: position as u32, start: start as u32, ends });
+            match &entry.effective {
+                Effective::Own => chain.push_part(position, &encoder.encode(&rule.matches)),
+                Effective::Within(parts) => parts.iter().for_each(|part| chain.push_part(position, part)),
             }
         }
         chain
+    }
+
+    fn push_part(&mut self, position: usize, part: &PacketBox) {
+        if part.is_empty() {
+            return;
+        }
+        let start = self.intervals.len();
+        let mut ends = [0u32; FIELDS];
+        for (field, intervals) in part.0.iter().enumerate() {
+            self.intervals.extend_from_slice(&intervals.0);
+            ends[field] = (self.intervals.len() - start) as u32;
+        }
+        self.parts.push(Part { position: position as u32, start: start as u32, ends });
     }
 
     /// The IR rule at a position.
