@@ -234,26 +234,9 @@ impl Diagnostic {
 /// chunks joined in order: the text is the same.
 pub fn render(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
     const CHUNK: usize = 512;
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(diagnostics.len().div_ceil(CHUNK));
-    if threads <= 1 {
-        return render_all(sources, diagnostics);
-    }
-    let chunks: Vec<&[Diagnostic]> = diagnostics.chunks(diagnostics.len().div_ceil(threads)).collect();
-    std::thread::scope(|scope| {
-        let others: Vec<_> = chunks[1..]
-            .iter()
-            .map(|chunk| std::thread::Builder::new().spawn_scoped(scope, move || render_all(sources, chunk)))
-            .collect();
-        let mut out = render_all(sources, chunks[0]);
-        for (chunk, other) in chunks[1..].iter().zip(others) {
-            // Without a thread to spare, this thread renders the chunk too.
-            match other {
-                Ok(thread) => out.push_str(&thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))),
-                Err(_) => out.push_str(&render_all(sources, chunk)),
-            }
-        }
-        out
-    })
+    let size = diagnostics.len().div_ceil(crate::parallel::threads()).max(CHUNK);
+    let chunks: Vec<&[Diagnostic]> = diagnostics.chunks(size).collect();
+    crate::parallel::map(&chunks, |chunk| render_all(sources, chunk)).concat()
 }
 
 fn render_all(sources: &Sources, diagnostics: &[Diagnostic]) -> String {

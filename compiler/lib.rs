@@ -18,6 +18,7 @@ pub mod import;
 pub mod ir;
 pub mod lower;
 pub mod lsp;
+pub mod parallel;
 pub mod sarif;
 pub mod source;
 pub mod stdlib;

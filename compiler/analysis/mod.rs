@@ -24,6 +24,7 @@ mod unused;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::ir::*;
 use crate::source::{Origin, Sources, Span};
+use crate::parallel;
 use boxes::Encoder;
 
 pub use host::{drop_gaps_of_shadowed, host_checks, HostContext};
@@ -52,8 +53,9 @@ pub struct RuleFacts {
 /// regions that grows with the product of their counts. Past this budget
 /// the analysis stops and says so rather than hold up a build.
 /// Deterministic, unlike a time limit, so the same policy always gets the
-/// same diagnostics. Each family has its own. The generated 100,000-rule
-/// benchmark policy spends about 12 million on its IPv4 rules
+/// same diagnostics. Each built-in chain of each family has its own (the
+/// second pass spends what the first left). The generated 100,000-rule
+/// benchmark policy spends about 11 million on its IPv4 input chain
 /// (docs/performance.md).
 pub const BUDGET: u64 = 100_000_000;
 
@@ -66,60 +68,48 @@ pub fn rule_facts(ruleset: &Ruleset) -> Vec<RuleFacts> {
 /// Facts within a budget of steps (see `BUDGET`), `None` when it runs
 /// out. `covered_by` is filled for unreached rules written in the policy,
 /// and for reached ones only when `explain_reached` (a second pass over
-/// the chains). The two families are analysed side by side, each with
-/// the whole budget, so the answer does not depend on their timing.
+/// the chains). The built-in chains of both families are analysed side by
+/// side, each with a budget of its own, so the answer does not depend on
+/// their timing.
 pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) -> Option<Vec<RuleFacts>> {
-    let families: Vec<(Family, Vec<usize>)> = boxes::by_family(ruleset).into_iter().collect();
-    let analyse = |(family, indices): &(Family, Vec<usize>)| family_facts(ruleset, *family, indices, budget, explain_reached);
-    let found: Vec<Option<Vec<RuleFacts>>> = std::thread::scope(|scope| {
-        // The first family on this thread, the others on threads of their
-        // own, or here too if the system has no thread to give.
-        let others: Vec<_> =
-            families.iter().skip(1).map(|family| std::thread::Builder::new().spawn_scoped(scope, move || analyse(family)).ok()).collect();
-        let mut found: Vec<_> = families.first().map(analyse).into_iter().collect();
-        for (family, thread) in families.iter().skip(1).zip(others) {
-            found.push(match thread {
-                Some(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                None => analyse(family),
-            });
-        }
-        found
+    let families: Vec<(Encoder, flatten::Chains)> = boxes::by_family(ruleset)
+        .into_iter()
+        .map(|(family, indices)| {
+            let filter: Vec<&Rule> = indices.iter().map(|index| &ruleset.rules[*index]).filter(|rule| rule.table == Table::Filter).collect();
+            (Encoder::new(family, &filter), flatten::chains(ruleset, family))
+        })
+        .collect();
+    let builtins = [ChainRef::Input, ChainRef::Forward, ChainRef::Output];
+    let tasks: Vec<(usize, &ChainRef)> = (0..families.len()).flat_map(|family| builtins.iter().map(move |builtin| (family, builtin))).collect();
+    // The longest chains first, so that the cores finish together.
+    let mut order: Vec<usize> = (0..tasks.len()).collect();
+    order.sort_by_key(|task| {
+        let (family, builtin) = tasks[*task];
+        std::cmp::Reverse(families[family].1.get(builtin).map_or(0, Vec::len))
     });
-    let mut facts = vec![RuleFacts::default(); ruleset.rules.len()];
-    for ((_, indices), found) in families.iter().zip(found) {
-        for (index, fact) in indices.iter().zip(found?) {
-            facts[*index] = fact;
-        }
-    }
-    Some(facts)
-}
-
-/// The facts of one family's rules, in the order of `indices`.
-fn family_facts(ruleset: &Ruleset, family: Family, indices: &[usize], budget: u64, explain_reached: bool) -> Option<Vec<RuleFacts>> {
-    let mut left = budget;
-    let mut local = vec![u32::MAX; ruleset.rules.len()];
-    for (slot, index) in indices.iter().enumerate() {
-        local[*index] = slot as u32;
-    }
-    let mut facts = vec![RuleFacts { redundant: true, ..RuleFacts::default() }; indices.len()];
-    let filter: Vec<&Rule> = indices.iter().map(|index| &ruleset.rules[*index]).filter(|rule| rule.table == Table::Filter).collect();
-    let encoder = Encoder::new(family, &filter);
-    let chains_of_family = flatten::chains(ruleset, family);
-    // Reach and redundancy at every position; then the rules that decide
-    // the packets of the rules asked about, from the first place a rule
-    // appears.
-    let mut chains = Vec::new();
-    for builtin in [ChainRef::Input, ChainRef::Forward, ChainRef::Output] {
-        let flat = flatten::flatten(ruleset, &encoder, &chains_of_family, &builtin);
-        let policy = match ruleset.policies.of(&builtin).expect("built-in") {
+    // Reach and redundancy at every position of every chain.
+    let analysed = parallel::map(&order, |task| {
+        let (family, builtin) = tasks[*task];
+        let (encoder, chains) = &families[family];
+        let flat = flatten::flatten(ruleset, encoder, chains, builtin);
+        let policy = match ruleset.policies.of(builtin).expect("built-in") {
             Verdict::Accept => Target::Accept,
             Verdict::Drop => Target::Drop,
         };
-        let mut chain = partition::Chain::new(ruleset, &flat, &policy, &encoder);
+        let mut chain = partition::Chain::new(ruleset, &flat, &policy, encoder);
         drop(flat);
+        let mut left = budget;
         let found = chain.analyse(&mut left)?;
-        for (position, found) in found.into_iter().enumerate() {
-            let fact = &mut facts[local[chain.rule(position)] as usize];
+        Some((chain, found, left))
+    });
+    let mut chains: Vec<Option<(partition::Chain, Vec<partition::Found>, u64)>> = (0..tasks.len()).map(|_| None).collect();
+    for (task, analysed) in order.iter().zip(analysed) {
+        chains[*task] = Some(analysed?);
+    }
+    let mut facts = vec![RuleFacts { redundant: true, ..RuleFacts::default() }; ruleset.rules.len()];
+    for (chain, found, _) in chains.iter_mut().flatten() {
+        for (position, found) in std::mem::take(found).into_iter().enumerate() {
+            let fact = &mut facts[chain.rule(position)];
             fact.seen = true;
             fact.reachable |= found.reachable;
             if let Some((redundant, same_as)) = found.redundancy {
@@ -129,22 +119,35 @@ fn family_facts(ruleset: &Ruleset, family: Family, indices: &[usize], budget: u6
                 }
             }
         }
-        chains.push(chain);
     }
-    for chain in &mut chains {
-        let wanted: Vec<bool> = (0..chain.len())
-            .map(|position| {
-                let rule = chain.rule(position);
-                let fact = &facts[local[rule] as usize];
-                ruleset.rules[rule].origin.derived.is_none() && fact.covered_by.is_empty() && (!fact.reachable || explain_reached)
-            })
-            .collect();
-        if !wanted.contains(&true) {
-            continue;
-        }
-        let deciders = chain.deciders(wanted, &mut left)?;
-        for (position, deciders) in deciders.into_iter().enumerate() {
-            let fact = &mut facts[local[chain.rule(position)] as usize];
+    // The rules that decide the packets of the rules asked about, from the
+    // first chain a rule appears in.
+    let asked: Vec<(usize, Vec<bool>)> = chains
+        .iter()
+        .enumerate()
+        .filter_map(|(task, analysed)| {
+            let (chain, _, _) = analysed.as_ref().expect("every chain analysed");
+            let wanted: Vec<bool> = (0..chain.len())
+                .map(|position| {
+                    let rule = chain.rule(position);
+                    let fact = &facts[rule];
+                    ruleset.rules[rule].origin.derived.is_none() && (!fact.reachable || explain_reached)
+                })
+                .collect();
+            wanted.contains(&true).then_some((task, wanted))
+        })
+        .collect();
+    let chains: Vec<std::sync::Mutex<(partition::Chain, Vec<partition::Found>, u64)>> =
+        chains.into_iter().map(|analysed| std::sync::Mutex::new(analysed.expect("every chain analysed"))).collect();
+    let explained = parallel::map(&asked, |(task, wanted)| {
+        let mut guard = chains[*task].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (chain, _, left) = &mut *guard;
+        chain.deciders(wanted.clone(), left)
+    });
+    for ((task, _), deciders) in asked.iter().zip(explained) {
+        let guard = chains[*task].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (position, deciders) in deciders?.into_iter().enumerate() {
+            let fact = &mut facts[guard.0.rule(position)];
             if fact.covered_by.is_empty() {
                 fact.covered_by = deciders;
             }
