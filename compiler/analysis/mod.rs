@@ -142,7 +142,7 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
     let explained = parallel::map(&asked, |(task, wanted)| {
         let mut guard = chains[*task].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (chain, _, left) = &mut *guard;
-        chain.deciders(wanted.clone(), left)
+        chain.deciders(wanted, left)
     });
     for ((task, _), deciders) in asked.iter().zip(explained) {
         let guard = chains[*task].lock().unwrap_or_else(|poisoned| poisoned.into_inner());

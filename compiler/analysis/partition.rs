@@ -37,6 +37,11 @@
 //! A second pass (`deciders`) cuts the same way to find, for the positions
 //! asked about, the earlier rules that decide their packets.
 //!
+//! The lists live on one stack: a cut sorts its list's entries into its
+//! pieces' lists above it (counted first, then placed), visits them, and
+//! takes them off again, so cutting allocates nothing once the stack has
+//! grown to the deepest path.
+//!
 //! Exact: every packet of the chain lies in exactly one region that is
 //! settled, skipped or cut short, a settled region is uniform, a skipped
 //! one cannot change any answer, and a probe is a real packet. Cost: the
@@ -45,6 +50,7 @@
 use super::boxes::*;
 use super::flatten::{Effective, Flat};
 use crate::ir::*;
+use std::ops::Range;
 
 /// A region: one inclusive interval per field.
 type Region = [(u128, u128); FIELDS];
@@ -67,7 +73,7 @@ const HULL: usize = 8;
 
 /// A part in a region's list, and the fields in which it does not include
 /// the region (a bit per field).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Entry {
     part: u32,
     partial: u16,
@@ -114,6 +120,15 @@ pub struct Chain {
     wanted: Vec<bool>,
     deciders: Vec<Vec<u32>>,
     left: u64,
+    /// The lists of the regions on the path being visited, a piece's above
+    /// its parent's; a list is a range of it.
+    stack: Vec<Entry>,
+    /// The bounds of the cuts on that path, likewise.
+    cuts: Vec<u128>,
+    /// Where each piece of those cuts ends in `stack`.
+    ends: Vec<u32>,
+    /// Bounds tried when choosing a cut's field.
+    scratch: Vec<u128>,
 }
 
 fn decides(target: &Target) -> bool {
@@ -135,6 +150,10 @@ impl Chain {
             wanted: Vec::new(),
             deciders: Vec::new(),
             left: 0,
+            stack: Vec::new(),
+            cuts: Vec::new(),
+            ends: Vec::new(),
+            scratch: Vec::new(),
         };
         for (position, entry) in flat.iter().enumerate() {
             let rule = &ruleset.rules[entry.rule];
@@ -192,8 +211,9 @@ impl Chain {
     pub fn analyse(&mut self, budget: &mut u64) -> Option<Vec<Found>> {
         self.left = *budget;
         let whole = self.whole();
-        let list: Vec<Entry> = (0..self.parts.len() as u32).map(|part| Entry { part, partial: self.partial(part, &whole) }).collect();
-        let finished = self.visit(&whole, &list);
+        self.stack = (0..self.parts.len() as u32).map(|part| Entry { part, partial: self.partial(part, &whole) }).collect();
+        let finished = self.visit(&whole, 0..self.stack.len());
+        self.stack = Vec::new();
         *budget = self.left;
         finished?;
         let same_as = std::mem::take(&mut self.same_as);
@@ -220,21 +240,20 @@ impl Chain {
     /// packets: for every packet of its match, the first earlier position
     /// that always decides and holds it. In order, each rule once, its own
     /// rule left out.
-    pub fn deciders(&mut self, wanted: Vec<bool>, budget: &mut u64) -> Option<Vec<Vec<usize>>> {
+    pub fn deciders(&mut self, wanted: &[bool], budget: &mut u64) -> Option<Vec<Vec<usize>>> {
         self.left = *budget;
         self.deciders = vec![Vec::new(); self.positions.len()];
-        self.wanted = wanted;
+        self.wanted = wanted.to_vec();
         // Entries past the last one asked about decide nothing asked about.
         let whole = self.whole();
-        let last = (0..self.parts.len()).rev().find(|part| self.wanted[self.parts[*part].position as usize]).map_or(0, |last| last + 1);
-        let list: Vec<Entry> = (0..last as u32)
-            .filter(|part| {
-                let position = self.parts[*part as usize].position as usize;
-                self.wanted[position] || self.always_decides(position)
-            })
+        let position = |part: u32| self.parts[part as usize].position as usize;
+        let last = (0..self.parts.len() as u32).rposition(|part| self.wanted[position(part)]).map_or(0, |last| last + 1);
+        self.stack = (0..last as u32)
+            .filter(|part| self.wanted[position(*part)] || self.always_decides(position(*part)))
             .map(|part| Entry { part, partial: self.partial(part, &whole) })
             .collect();
-        let finished = self.visit_deciders(&whole, &list);
+        let finished = self.visit_deciders(&whole, 0..self.stack.len());
+        self.stack = Vec::new();
         *budget = self.left;
         finished?;
         let deciders = std::mem::take(&mut self.deciders);
@@ -306,10 +325,10 @@ impl Chain {
     }
 
     /// The smallest region around the entries' packets in `region`.
-    fn hull(&self, entries: &[Entry], region: &Region) -> Region {
+    fn hull(&self, entries: impl Iterator<Item = Entry>, region: &Region) -> Region {
         let mut hull = [(u128::MAX, 0); FIELDS];
         for entry in entries {
-            let (low, high) = (self.corner(*entry, region, false), self.corner(*entry, region, true));
+            let (low, high) = (self.corner(entry, region, false), self.corner(entry, region, true));
             for field in 0..FIELDS {
                 hull[field] = (hull[field].0.min(low[field]), hull[field].1.max(high[field]));
             }
@@ -326,15 +345,16 @@ impl Chain {
         self.reached[position] && (!self.always_decides(position) || self.counts[position])
     }
 
-    fn visit(&mut self, region: &Region, list: &[Entry]) -> Option<()> {
+    fn visit(&mut self, region: &Region, list: Range<usize>) -> Option<()> {
         self.left = self.left.checked_sub(list.len() as u64)?;
         // The decider, and where the list can be cut.
         let mut decider: Option<usize> = None;
-        let mut end = list.len();
+        let mut end = list.end;
         let mut uniform = true;
-        for (index, entry) in list.iter().enumerate() {
+        for index in list.clone() {
+            let entry = self.stack[index];
             uniform &= entry.partial == 0;
-            let position = self.position(*entry);
+            let position = self.position(entry);
             if entry.partial != 0 || !self.always_decides(position) {
                 continue;
             }
@@ -346,16 +366,16 @@ impl Chain {
                         break;
                     }
                 }
-                Some(first) if self.positions[self.position(list[first])].rule != self.positions[position].rule => {
+                Some(first) if self.positions[self.position(self.stack[first])].rule != self.positions[position].rule => {
                     end = index + 1;
                     break;
                 }
                 Some(_) => {}
             }
         }
-        let list = &list[..end];
+        let list = list.start..end;
         let upto = decider.map_or(end, |decider| decider + 1);
-        if self.all_done(&list[..upto]) {
+        if self.all_done(list.start..upto) {
             return Some(());
         }
         if uniform {
@@ -364,39 +384,44 @@ impl Chain {
         }
         // A short list is first probed at the corners of the entries not
         // yet done: most are settled there without cutting further.
-        let undone: Vec<usize> = (0..upto).filter(|index| !self.done(self.position(list[*index]))).collect();
-        if undone.len() * list.len() <= PROBE {
-            for index in undone {
+        let undone = (list.start..upto).filter(|index| !self.done(self.position(self.stack[*index]))).count();
+        if undone * list.len() <= PROBE {
+            for index in list.start..upto {
                 for high in [false, true] {
-                    if !self.done(self.position(list[index])) {
-                        self.probe(list, &self.corner(list[index], region, high));
+                    let entry = self.stack[index];
+                    if !self.done(self.position(entry)) {
+                        let point = self.corner(entry, region, high);
+                        self.probe(list.clone(), &point);
                     }
                 }
             }
-            if self.all_done(&list[..upto]) {
+            if self.all_done(list.start..upto) {
                 return Some(());
             }
         }
-        let field = self.split_field(region, list);
-        self.split(region, list, list, field, Chain::visit)
+        let field = self.split_field(region, list.clone());
+        self.split(region, list.clone(), list, field, Chain::visit)
     }
 
-    fn all_done(&self, list: &[Entry]) -> bool {
-        list.iter().all(|entry| self.done(self.position(*entry)))
+    fn all_done(&self, list: Range<usize>) -> bool {
+        list.into_iter().all(|index| self.done(self.position(self.stack[index])))
     }
 
     /// What one packet of the region shows: the entries it meets are
     /// reached up to the first that always decides, and that one counts if
     /// without its rule the packet would be decided otherwise.
-    fn probe(&mut self, list: &[Entry], point: &Point) {
-        let mut index = 0;
+    fn probe(&mut self, list: Range<usize>, point: &Point) {
+        let mut index = list.start;
         let decider = loop {
-            let Some(entry) = list.get(index) else { return };
+            if index == list.end {
+                return;
+            }
+            let entry = self.stack[index];
             index += 1;
-            if !self.holds(*entry, point) {
+            if !self.holds(entry, point) {
                 continue;
             }
-            let position = self.position(*entry);
+            let position = self.position(entry);
             self.reached[position] = true;
             if self.always_decides(position) {
                 break position;
@@ -406,7 +431,7 @@ impl Chain {
             return;
         }
         let Position { rule, class, .. } = self.positions[decider];
-        for entry in &list[index..] {
+        for entry in &self.stack[index..list.end] {
             let item = &self.positions[self.position(*entry)];
             if item.rule == rule || !item.decides || !self.holds(*entry, point) {
                 continue;
@@ -428,38 +453,52 @@ impl Chain {
 
     /// The deciders pass over one region: the list holds the entries that
     /// always decide and those of the positions asked about.
-    fn visit_deciders(&mut self, region: &Region, list: &[Entry]) -> Option<()> {
+    fn visit_deciders(&mut self, region: &Region, list: Range<usize>) -> Option<()> {
         self.left = self.left.checked_sub(list.len() as u64)?;
-        let Some(first) = list.iter().position(|entry| self.always_decides(self.position(*entry))) else { return Some(()) };
-        let wanted: Vec<Entry> = list[first + 1..].iter().copied().filter(|entry| self.wanted[self.position(*entry)]).collect();
-        if wanted.is_empty() {
+        let base = self.stack.len();
+        let result = self.visit_deciders_in(region, list);
+        self.stack.truncate(base);
+        result
+    }
+
+    fn visit_deciders_in(&mut self, region: &Region, list: Range<usize>) -> Option<()> {
+        let first_decider = |chain: &Chain, list: Range<usize>| list.into_iter().find(|index| chain.always_decides(chain.position(chain.stack[*index])));
+        let Some(first) = first_decider(self, list.clone()) else { return Some(()) };
+        let asked = |chain: &Chain, index: usize| chain.wanted[chain.position(chain.stack[index])];
+        let wanted = (first + 1..list.end).filter(|index| asked(self, *index)).count();
+        if wanted == 0 {
             return Some(());
         }
         // With few positions asked about, only their packets matter: the
         // region shrinks to the smallest box around them.
-        let hull = (wanted.len() <= HULL).then(|| self.hull(&wanted, region)).filter(|hull| hull != region);
-        let (shrunk, inside): (Region, Vec<Entry>);
+        let hull = (wanted <= HULL)
+            .then(|| self.hull((first + 1..list.end).filter(|index| asked(self, *index)).map(|index| self.stack[index]), region))
+            .filter(|hull| hull != region);
+        let shrunk: Region;
         let (region, list) = match hull {
             Some(hull) => {
                 shrunk = hull;
-                inside = list[first..]
-                    .iter()
-                    .filter(|entry| self.meets(entry.part, &shrunk))
-                    .map(|entry| Entry { part: entry.part, partial: self.partial(entry.part, &shrunk) })
-                    .collect();
-                (&shrunk, &inside[..])
+                let start = self.stack.len();
+                for index in first..list.end {
+                    let part = self.stack[index].part;
+                    if self.meets(part, &shrunk) {
+                        let entry = Entry { part, partial: self.partial(part, &shrunk) };
+                        self.stack.push(entry);
+                    }
+                }
+                (&shrunk, start..self.stack.len())
             }
-            None => (region, &list[first..]),
+            None => (region, first..list.end),
         };
         // The first entry that always decides, and the first that also
         // includes the region: every packet of the region stops by then.
-        let Some(first) = list.iter().position(|entry| self.always_decides(self.position(*entry))) else { return Some(()) };
-        let full = list[first..].iter().position(|entry| entry.partial == 0 && self.always_decides(self.position(*entry))).map(|index| first + index);
+        let Some(first) = first_decider(self, list.clone()) else { return Some(()) };
+        let full = (first..list.end).find(|index| self.stack[*index].partial == 0 && self.always_decides(self.position(self.stack[*index])));
         if full == Some(first) {
-            let decider = self.position(list[first]);
+            let decider = self.position(self.stack[first]);
             let rule = self.positions[decider].rule;
-            for entry in &list[first + 1..] {
-                let asked = self.position(*entry);
+            for index in first + 1..list.end {
+                let asked = self.position(self.stack[index]);
                 if self.wanted[asked] && self.positions[asked].rule != rule && self.deciders[asked].last() != Some(&(decider as u32)) {
                     self.deciders[asked].push(decider as u32);
                 }
@@ -468,32 +507,46 @@ impl Chain {
         }
         // Past the entry that includes the region only the positions asked
         // about matter; the entries that decide up to it are cut apart.
-        let end = full.map_or(list.len(), |full| full + 1);
-        let kept: Vec<Entry> = list[first..end]
-            .iter()
-            .copied()
-            .chain(list[end..].iter().copied().filter(|entry| self.wanted[self.position(*entry)]))
-            .collect();
-        let deciding: Vec<Entry> = list[first..end].iter().copied().filter(|entry| self.always_decides(self.position(*entry))).collect();
-        let field = self.split_field(region, &deciding);
-        self.split(region, &kept, &deciding, field, Chain::visit_deciders)
+        let end = full.map_or(list.end, |full| full + 1);
+        let kept = if end == list.end {
+            first..end
+        } else {
+            let start = self.stack.len();
+            for index in first..list.end {
+                if index < end || asked(self, index) {
+                    let entry = self.stack[index];
+                    self.stack.push(entry);
+                }
+            }
+            start..self.stack.len()
+        };
+        let start = self.stack.len();
+        for index in first..end {
+            let entry = self.stack[index];
+            if self.always_decides(self.position(entry)) {
+                self.stack.push(entry);
+            }
+        }
+        let deciding = start..self.stack.len();
+        let field = self.split_field(region, deciding.clone());
+        self.split(region, kept, deciding, field, Chain::visit_deciders)
     }
 
     /// A region where every entry of the list includes it.
-    fn settle(&mut self, list: &[Entry], decider: Option<usize>) {
-        let upto = decider.map_or(list.len(), |decider| decider + 1);
-        for entry in &list[..upto] {
-            let position = self.position(*entry);
+    fn settle(&mut self, list: Range<usize>, decider: Option<usize>) {
+        let upto = decider.map_or(list.end, |decider| decider + 1);
+        for index in list.start..upto {
+            let position = self.position(self.stack[index]);
             self.reached[position] = true;
         }
         let Some(decider) = decider else { return };
-        let position = self.position(list[decider]);
+        let position = self.position(self.stack[decider]);
         if self.counts[position] {
             return;
         }
         let Position { rule, class, .. } = self.positions[position];
         let mut instead = None;
-        for entry in &list[decider + 1..] {
+        for entry in &self.stack[decider + 1..list.end] {
             let later = self.position(*entry);
             let item = &self.positions[later];
             if item.rule == rule || !item.decides {
@@ -525,28 +578,34 @@ impl Chain {
 
     /// The field to split: of those some entry of the list does not span,
     /// the one whose pieces would hold the fewest entries in total.
-    fn split_field(&self, region: &Region, list: &[Entry]) -> usize {
-        let candidates = list.iter().fold(0u16, |fields, entry| fields | entry.partial);
+    fn split_field(&mut self, region: &Region, list: Range<usize>) -> usize {
+        let candidates = self.stack[list.clone()].iter().fold(0u16, |fields, entry| fields | entry.partial);
         let step = list.len().div_ceil(SAMPLE);
-        let sample: Vec<Entry> = list.iter().step_by(step).copied().collect();
+        let mut bounds = std::mem::take(&mut self.scratch);
         let mut best: Option<(usize, usize)> = None;
         for field in (0..FIELDS).filter(|field| candidates & (1 << field) != 0) {
-            let bounds = self.bounds(region, field, &sample);
-            let cost: usize = sample.iter().map(|entry| self.pieces(entry.part, field, region, &bounds).map(|(from, to, _)| to - from).sum::<usize>()).sum();
+            bounds.clear();
+            self.bounds(region, field, list.clone().step_by(step), &mut bounds);
+            let cost: usize = list
+                .clone()
+                .step_by(step)
+                .map(|index| self.pieces(self.stack[index].part, field, region, &bounds).map(|(from, to, _)| to - from).sum::<usize>())
+                .sum();
             if best.is_none_or(|(least, _)| cost < least) {
                 best = Some((cost, field));
             }
         }
+        self.scratch = bounds;
         best.expect("a region that is not uniform has a field some entry does not span").1
     }
 
-    /// Where the pieces of the region's interval in `field` begin: at its
-    /// low end and at every boundary inside it of the widest of the
-    /// entries' intervals that do not span it (those at most `LEVEL` bits
-    /// narrower than the widest). Cutting the widest first lets a wide
-    /// rule that decides (an address block denied) cut the list short
-    /// before the narrow ones inside it are cut apart.
-    fn bounds(&self, region: &Region, field: usize, entries: &[Entry]) -> Vec<u128> {
+    /// Appends to `out` where the pieces of the region's interval in
+    /// `field` begin: at its low end and at every boundary inside it of the
+    /// widest of the entries' intervals that do not span it (those at most
+    /// `LEVEL` bits narrower than the widest). Cutting the widest first
+    /// lets a wide rule that decides (an address block denied) cut the
+    /// list short before the narrow ones inside it are cut apart.
+    fn bounds(&self, region: &Region, field: usize, entries: impl Iterator<Item = usize> + Clone, out: &mut Vec<u128>) {
         let (low, high) = region[field];
         let bit = 1u16 << field;
         let width = |entry: &Entry| -> u32 {
@@ -557,21 +616,29 @@ impl Chain {
                 .max()
                 .unwrap_or(0)
         };
-        let widest = entries.iter().filter(|entry| entry.partial & bit != 0).map(width).max().unwrap_or(0);
-        let mut bounds = vec![low];
-        for entry in entries.iter().filter(|entry| entry.partial & bit != 0 && width(entry) + LEVEL >= widest) {
+        let cutting = entries.map(|index| self.stack[index]).filter(|entry| entry.partial & bit != 0);
+        let widest = cutting.clone().map(|entry| width(&entry)).max().unwrap_or(0);
+        let start = out.len();
+        out.push(low);
+        for entry in cutting.filter(|entry| width(entry) + LEVEL >= widest) {
             for &(from, to) in self.field(entry.part, field) {
                 if from > low && from <= high {
-                    bounds.push(from);
+                    out.push(from);
                 }
                 if to >= low && to < high {
-                    bounds.push(to + 1);
+                    out.push(to + 1);
                 }
             }
         }
-        bounds.sort_unstable();
-        bounds.dedup();
-        bounds
+        out[start..].sort_unstable();
+        let mut kept = start + 1;
+        for index in start + 1..out.len() {
+            if out[index] != out[kept - 1] {
+                out[kept] = out[index];
+                kept += 1;
+            }
+        }
+        out.truncate(kept);
     }
 
     /// The runs of pieces (`from..to`, indices into `bounds`) that a part's
@@ -587,37 +654,81 @@ impl Chain {
 
     /// Splits the region in `field` where the entries of `cut_by` begin
     /// and end, and visits each piece with the entries of `list` that meet
-    /// it.
-    fn split(&mut self, region: &Region, list: &[Entry], cut_by: &[Entry], field: usize, visit: fn(&mut Chain, &Region, &[Entry]) -> Option<()>) -> Option<()> {
-        let bounds = self.bounds(region, field, cut_by);
+    /// it. The pieces' lists are sorted onto the stack: counted, then
+    /// placed.
+    fn split(&mut self, region: &Region, list: Range<usize>, cut_by: Range<usize>, field: usize, visit: fn(&mut Chain, &Region, Range<usize>) -> Option<()>) -> Option<()> {
+        let (cuts_base, ends_base, base) = (self.cuts.len(), self.ends.len(), self.stack.len());
+        let mut cuts = std::mem::take(&mut self.cuts);
+        self.bounds(region, field, cut_by, &mut cuts);
+        self.cuts = cuts;
+        let count = self.cuts.len() - cuts_base;
+        let mut stack = std::mem::take(&mut self.stack);
+        let mut ends = std::mem::take(&mut self.ends);
+        let bounds = &self.cuts[cuts_base..];
         let piece = |index: usize| (bounds[index], bounds.get(index + 1).map_or(region[field].1, |next| next - 1));
-        let mut pieces: Vec<Vec<Entry>> = vec![Vec::new(); bounds.len()];
-        // The work is counted before the pieces take memory.
-        let work: usize = list.iter().map(|entry| self.pieces(entry.part, field, region, &bounds).map(|(from, to, _)| to - from).sum::<usize>()).sum();
-        self.left = self.left.checked_sub(work as u64)?;
-        let bit = 1u16 << field;
-        for &entry in list {
-            for (from, to, (low, high)) in self.pieces(entry.part, field, region, &bounds) {
+        // How many entries each piece gets (two intervals of one part in a
+        // piece make one entry), and the work, counted before the pieces
+        // take memory.
+        ends.resize(ends_base + count, 0);
+        let mut work = 0u64;
+        for index in list.clone() {
+            let mut last = usize::MAX;
+            for (from, to, _) in self.pieces(stack[index].part, field, region, bounds) {
+                work += (to - from) as u64;
                 for index in from..to {
-                    let (piece_low, piece_high) = piece(index);
-                    let spans = low <= piece_low && piece_high <= high;
-                    let partial = entry.partial & !bit | if spans { 0 } else { bit };
-                    match pieces[index].last_mut() {
-                        // Two intervals of one part in the piece: it has a gap there.
-                        Some(last) if last.part == entry.part => last.partial |= bit,
-                        _ => pieces[index].push(Entry { part: entry.part, partial }),
+                    if index != last {
+                        ends[ends_base + index] += 1;
+                        last = index;
                     }
                 }
             }
         }
-        let mut piece_region = *region;
-        for (index, entries) in pieces.into_iter().enumerate() {
-            if entries.is_empty() {
-                continue;
-            }
-            piece_region[field] = piece(index);
-            visit(self, &piece_region, &entries)?;
+        let Some(left) = self.left.checked_sub(work) else {
+            (self.stack, self.ends) = (stack, ends);
+            return None;
+        };
+        self.left = left;
+        // Each piece's count becomes where its list starts, and a cursor
+        // that ends where it ends.
+        let mut at = base as u32;
+        for end in &mut ends[ends_base..] {
+            (*end, at) = (at, at + *end);
         }
+        stack.resize(at as usize, Entry::default());
+        let bit = 1u16 << field;
+        for index in list {
+            let entry = stack[index];
+            let mut last = usize::MAX;
+            for (from, to, (low, high)) in self.pieces(entry.part, field, region, bounds) {
+                for index in from..to {
+                    let cursor = &mut ends[ends_base + index];
+                    if index == last {
+                        // Two intervals of one part in the piece: it has a gap there.
+                        stack[*cursor as usize - 1].partial |= bit;
+                        continue;
+                    }
+                    let (piece_low, piece_high) = piece(index);
+                    let spans = low <= piece_low && piece_high <= high;
+                    stack[*cursor as usize] = Entry { part: entry.part, partial: entry.partial & !bit | if spans { 0 } else { bit } };
+                    *cursor += 1;
+                    last = index;
+                }
+            }
+        }
+        (self.stack, self.ends) = (stack, ends);
+        let mut piece_region = *region;
+        let mut start = base;
+        for index in 0..count {
+            let end = self.ends[ends_base + index] as usize;
+            if end > start {
+                piece_region[field] = (self.cuts[cuts_base + index], self.cuts.get(cuts_base + index + 1).map_or(region[field].1, |next| next - 1));
+                visit(self, &piece_region, start..end)?;
+            }
+            start = end;
+        }
+        self.stack.truncate(base);
+        self.cuts.truncate(cuts_base);
+        self.ends.truncate(ends_base);
         Some(())
     }
 }
