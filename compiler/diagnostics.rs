@@ -242,7 +242,7 @@ pub fn render(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
 fn render_all(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
     let files = SourceFiles { sources };
     let config = term::Config::default();
-    let mut out = String::new();
+    let mut out = Vec::new();
     for diagnostic in diagnostics {
         let severity = match diagnostic.severity {
             Severity::Error => cs::Severity::Error,
@@ -265,10 +265,10 @@ fn render_all(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
             .with_message(diagnostic.message.clone())
             .with_labels(labels)
             .with_notes(diagnostic.notes.clone());
-        term::emit_to_string(&mut out, &config, &files, &rendered)
+        term::emit_to_io_write(&mut out, &config, &files, &rendered)
             .expect("every span points into a known file");
     }
-    out
+    String::from_utf8(out).expect("rendered from UTF-8 sources")
 }
 
 /// Adapts [`Sources`] to codespan-reporting's file database.

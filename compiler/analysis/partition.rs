@@ -249,7 +249,7 @@ impl Chain {
         let position = |part: u32| self.parts[part as usize].position as usize;
         let last = (0..self.parts.len() as u32).rposition(|part| self.wanted[position(part)]).map_or(0, |last| last + 1);
         self.stack = (0..last as u32)
-            .filter(|part| self.wanted[position(*part)] || self.always_decides(position(*part)))
+            .filter(|part| self.wanted[position(*part)] || self.may_decide(position(*part)))
             .map(|part| Entry { part, partial: self.partial(part, &whole) })
             .collect();
         let finished = self.visit_deciders(&whole, 0..self.stack.len());
@@ -339,6 +339,14 @@ impl Chain {
     fn always_decides(&self, position: usize) -> bool {
         let item = &self.positions[position];
         item.decides && !item.limited
+    }
+
+    /// Whether the position decides some packet: it always decides and is
+    /// reached (known after the first pass). A position that always
+    /// decides but is never reached has every packet it holds decided
+    /// before it, so it is nobody's decider.
+    fn may_decide(&self, position: usize) -> bool {
+        self.always_decides(position) && self.reached[position]
     }
 
     fn done(&self, position: usize) -> bool {
@@ -462,7 +470,7 @@ impl Chain {
     }
 
     fn visit_deciders_in(&mut self, region: &Region, list: Range<usize>) -> Option<()> {
-        let first_decider = |chain: &Chain, list: Range<usize>| list.into_iter().find(|index| chain.always_decides(chain.position(chain.stack[*index])));
+        let first_decider = |chain: &Chain, list: Range<usize>| list.into_iter().find(|index| chain.may_decide(chain.position(chain.stack[*index])));
         let Some(first) = first_decider(self, list.clone()) else { return Some(()) };
         let asked = |chain: &Chain, index: usize| chain.wanted[chain.position(chain.stack[index])];
         let wanted = (first + 1..list.end).filter(|index| asked(self, *index)).count();
@@ -523,7 +531,7 @@ impl Chain {
         let start = self.stack.len();
         for index in first..end {
             let entry = self.stack[index];
-            if self.always_decides(self.position(entry)) {
+            if self.may_decide(self.position(entry)) {
                 self.stack.push(entry);
             }
         }
@@ -589,7 +597,7 @@ impl Chain {
             let cost: usize = list
                 .clone()
                 .step_by(step)
-                .map(|index| self.pieces(self.stack[index].part, field, region, &bounds).map(|(from, to, _)| to - from).sum::<usize>())
+                .map(|index| self.pieces(self.stack[index], field, region, &bounds).map(|(from, to, _)| to - from).sum::<usize>())
                 .sum();
             if best.is_none_or(|(least, _)| cost < least) {
                 best = Some((cost, field));
@@ -641,15 +649,21 @@ impl Chain {
         out.truncate(kept);
     }
 
-    /// The runs of pieces (`from..to`, indices into `bounds`) that a part's
-    /// intervals in `field` meet, and the interval.
-    fn pieces<'b>(&'b self, part: u32, field: usize, region: &Region, bounds: &'b [u128]) -> impl Iterator<Item = (usize, usize, (u128, u128))> + 'b {
+    /// The runs of pieces (`from..to`, indices into `bounds`) that an
+    /// entry's intervals in `field` meet, and the interval. An entry that
+    /// spans the region in the field meets every piece: its part is not
+    /// read.
+    fn pieces<'b>(&'b self, entry: Entry, field: usize, region: &Region, bounds: &'b [u128]) -> impl Iterator<Item = (usize, usize, (u128, u128))> + 'b {
         let (low, high) = region[field];
-        self.field(part, field).iter().filter(move |interval| interval.0 <= high && low <= interval.1).map(move |&(from, to)| {
-            let first = bounds.partition_point(|bound| *bound <= from.max(low)) - 1;
-            let last = bounds.partition_point(|bound| *bound <= to.min(high)) - 1;
-            (first, last + 1, (from, to))
-        })
+        let spans = entry.partial & (1 << field) == 0;
+        let intervals = if spans { &[][..] } else { self.field(entry.part, field) };
+        spans.then_some((0, bounds.len(), (low, high))).into_iter().chain(
+            intervals.iter().filter(move |interval| interval.0 <= high && low <= interval.1).map(move |&(from, to)| {
+                let first = bounds.partition_point(|bound| *bound <= from.max(low)) - 1;
+                let last = bounds.partition_point(|bound| *bound <= to.min(high)) - 1;
+                (first, last + 1, (from, to))
+            }),
+        )
     }
 
     /// Splits the region in `field` where the entries of `cut_by` begin
@@ -673,7 +687,7 @@ impl Chain {
         let mut work = 0u64;
         for index in list.clone() {
             let mut last = usize::MAX;
-            for (from, to, _) in self.pieces(stack[index].part, field, region, bounds) {
+            for (from, to, _) in self.pieces(stack[index], field, region, bounds) {
                 work += (to - from) as u64;
                 for index in from..to {
                     if index != last {
@@ -699,7 +713,7 @@ impl Chain {
         for index in list {
             let entry = stack[index];
             let mut last = usize::MAX;
-            for (from, to, (low, high)) in self.pieces(entry.part, field, region, bounds) {
+            for (from, to, (low, high)) in self.pieces(entry, field, region, bounds) {
                 for index in from..to {
                     let cursor = &mut ends[ends_base + index];
                     if index == last {
