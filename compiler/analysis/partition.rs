@@ -244,6 +244,10 @@ impl Chain {
         self.left = *budget;
         self.deciders = vec![Vec::new(); self.positions.len()];
         self.wanted = wanted.to_vec();
+        let copies = self.copies();
+        for (copy, _) in &copies {
+            self.wanted[*copy] = false;
+        }
         // Entries past the last one asked about decide nothing asked about.
         let whole = self.whole();
         let position = |part: u32| self.parts[part as usize].position as usize;
@@ -256,8 +260,44 @@ impl Chain {
         self.stack = Vec::new();
         *budget = self.left;
         finished?;
+        for (copy, original) in copies {
+            let rule = self.positions[copy].rule;
+            self.deciders[copy] = self.deciders[original].iter().copied().filter(|decider| self.positions[*decider as usize].rule != rule).collect();
+        }
         let deciders = std::mem::take(&mut self.deciders);
         Some(deciders.into_iter().map(|positions| self.rules_of(positions)).collect())
+    }
+
+    /// Positions asked about whose match is one part, the same as an
+    /// earlier unreached position's asked about: every packet of the
+    /// earlier one is decided before it, so the same rules decide the
+    /// copy's packets (its own rule left out). Policies repeat rules
+    /// (`deny in from 198.19.0.0/16` forty times in the generated
+    /// 100,000-rule policy), and a wide copy would otherwise be carried
+    /// into every region of its block.
+    fn copies(&self) -> Vec<(usize, usize)> {
+        let mut first: rustc_hash::FxHashMap<([u32; FIELDS], &[(u128, u128)]), usize> = Default::default();
+        let mut copies = Vec::new();
+        let mut parts = self.parts.iter().peekable();
+        for position in 0..self.positions.len() {
+            let mut only = None;
+            let mut count = 0;
+            while let Some(part) = parts.next_if(|part| part.position as usize == position) {
+                only = Some(part);
+                count += 1;
+            }
+            let (Some(part), 1, true) = (only, count, self.wanted[position]) else { continue };
+            let start = part.start as usize;
+            let key = (part.ends, &self.intervals[start..start + part.ends[FIELDS - 1] as usize]);
+            match first.get(&key) {
+                Some(original) => copies.push((position, *original)),
+                None if !self.reached[position] => {
+                    first.insert(key, position);
+                }
+                None => {}
+            }
+        }
+        copies
     }
 
     /// The rules at these positions, in order, each once.
