@@ -26,7 +26,7 @@ pub fn map<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<
         *results[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(result);
     };
     std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads).filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, &run).ok()).collect();
+        let helpers: Vec<_> = (1..threads).filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, run).ok()).collect();
         run();
         for helper in helpers {
             if let Err(panic) = helper.join() {

@@ -276,7 +276,9 @@ impl Chain {
     /// 100,000-rule policy), and a wide copy would otherwise be carried
     /// into every region of its block.
     fn copies(&self) -> Vec<(usize, usize)> {
-        let mut first: rustc_hash::FxHashMap<([u32; FIELDS], &[(u128, u128)]), usize> = Default::default();
+        // A part's match: where each field's intervals end, and the intervals.
+        type Match<'a> = ([u32; FIELDS], &'a [(u128, u128)]);
+        let mut first: rustc_hash::FxHashMap<Match, usize> = Default::default();
         let mut copies = Vec::new();
         let mut parts = self.parts.iter().peekable();
         for position in 0..self.positions.len() {
