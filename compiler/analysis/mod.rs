@@ -9,11 +9,10 @@
 //!
 //! Both work over a flattened chain (`flatten.rs`, rules' matches as boxes
 //! from `boxes.rs`): a rule's *reach* is its effective match minus
-//! everything decided before it. `local.rs` analyses each position against
-//! the rules that meet it (found with `index.rs`): single packets settle
-//! most answers, and `order.rs` decides the rest exactly with decision
-//! diagrams (`diagram.rs`) over those rules alone. See docs/ARCHITECTURE.md
-//! for the algorithm and its cost.
+//! everything decided before it. `partition.rs` analyses each chain at
+//! once by cutting the packet space into regions until the rules in each
+//! are simple; the built-in chains run side by side (`crate::parallel`).
+//! See docs/ARCHITECTURE.md for the algorithm and its cost.
 
 pub mod boxes;
 pub mod flatten;
