@@ -93,66 +93,9 @@ impl Intervals {
     pub fn minus(&self, other: &Intervals, max: u128) -> Intervals {
         self.intersect(&other.complement(max))
     }
-
-    pub fn contains_all(&self, other: &Intervals) -> bool {
-        other.intersect(self) == *other
-    }
-
-    pub fn first(&self) -> Option<u128> {
-        self.0.first().map(|interval| interval.0)
-    }
-
-    pub fn last(&self) -> Option<u128> {
-        self.0.last().map(|interval| interval.1)
-    }
-
-    /// Whether the two sets share a value.
-    pub fn meets(&self, other: &Intervals) -> bool {
-        meets(&self.0, &other.0)
-    }
-
-    /// Whether every value of `other` is in `self`.
-    pub fn includes(&self, other: &Intervals) -> bool {
-        includes(&self.0, &other.0)
-    }
-
-    pub fn contains(&self, value: u128) -> bool {
-        contains(&self.0, value)
-    }
 }
 
-/// Whether two sorted lists of disjoint intervals share a value (a merge).
-pub fn meets(a: &[(u128, u128)], b: &[(u128, u128)]) -> bool {
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        let (x, y) = (a[i], b[j]);
-        if x.0.max(y.0) <= x.1.min(y.1) {
-            return true;
-        }
-        if x.1 < y.1 {
-            i += 1;
-        } else {
-            j += 1;
-        }
-    }
-    false
-}
-
-/// Whether every value of `inner` is in `outer` (sorted, disjoint,
-/// non-adjacent intervals: each of `inner`'s lies in one of `outer`'s).
-pub fn includes(outer: &[(u128, u128)], inner: &[(u128, u128)]) -> bool {
-    let mut i = 0;
-    for &(low, high) in inner {
-        while i < outer.len() && outer[i].1 < low {
-            i += 1;
-        }
-        if i == outer.len() || outer[i].0 > low || outer[i].1 < high {
-            return false;
-        }
-    }
-    true
-}
-
+/// Whether the sorted, disjoint intervals hold the value.
 pub fn contains(intervals: &[(u128, u128)], value: u128) -> bool {
     let after = intervals.partition_point(|interval| interval.0 <= value);
     after > 0 && intervals[after - 1].1 >= value
@@ -179,35 +122,6 @@ impl PacketBox {
             }
         }
         Some(PacketBox(fields))
-    }
-
-    /// Whether the boxes share a packet (the address fields first: they
-    /// tell most boxes apart).
-    pub fn meets(&self, other: &PacketBox) -> bool {
-        const ORDER: [usize; FIELDS] =
-            [SOURCE, DESTINATION, DESTINATION_PORT, PROTOCOL, STATE, SOURCE_PORT, ICMP_TYPE, IN_INTERFACE, OUT_INTERFACE, TCP_FLAGS, MAC];
-        ORDER.iter().all(|field| self.0[*field].meets(&other.0[*field]))
-    }
-
-    /// Whether every packet of `other` is in `self`.
-    pub fn includes(&self, other: &PacketBox) -> bool {
-        (0..FIELDS).all(|field| self.0[field].includes(&other.0[field]))
-    }
-
-    pub fn contains(&self, point: &Point) -> bool {
-        (0..FIELDS).all(|field| self.0[field].contains(point[field]))
-    }
-
-    /// Its packet of the lowest values in every field, and of the highest;
-    /// `None` for an empty box.
-    pub fn corners(&self) -> Option<[Point; 2]> {
-        let mut low = [0u128; FIELDS];
-        let mut high = [0u128; FIELDS];
-        for (field, intervals) in self.0.iter().enumerate() {
-            low[field] = intervals.first()?;
-            high[field] = intervals.last()?;
-        }
-        Some([low, high])
     }
 
     /// `self − other` as disjoint boxes: for each field in turn, the part of
@@ -237,7 +151,6 @@ impl Default for Intervals {
 
 /// Encodes a family's rules' matches as boxes.
 pub struct Encoder {
-    pub family: Family,
     pub maxima: [u128; FIELDS],
     interfaces: Vec<String>,
     macs: Vec<String>,
@@ -285,7 +198,7 @@ impl Encoder {
             63,
             macs.len() as u128 - 1,
         ];
-        Encoder { family, maxima, interfaces, macs }
+        Encoder { maxima, interfaces, macs }
     }
 
     pub fn universe(&self) -> PacketBox {
@@ -294,10 +207,6 @@ impl Encoder {
             fields[field] = Intervals::full(*max);
         }
         PacketBox(fields)
-    }
-
-    pub fn interface_name(&self, code: u128) -> Option<&str> {
-        self.interfaces.get(code as usize).map(String::as_str)
     }
 
     /// The box of packets a rule's matches accept.
@@ -355,18 +264,6 @@ impl Encoder {
             set(MAC, mac.negated, Intervals(smallvec![(code, code)]));
         }
         packet_box
-    }
-
-    /// One concrete packet inside a box, for messages and tests.
-    pub fn sample(&self, packet_box: &PacketBox) -> Vec<u128> {
-        packet_box.0.iter().map(|field| field.first().unwrap_or(0)).collect()
-    }
-
-    pub fn address(&self, value: u128) -> IpAddr {
-        match self.family {
-            Family::V4 => IpAddr::from((value as u32).to_be_bytes()),
-            Family::V6 => IpAddr::from(value.to_be_bytes()),
-        }
     }
 }
 

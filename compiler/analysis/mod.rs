@@ -14,8 +14,8 @@
 //! are simple; the built-in chains run side by side (`crate::parallel`).
 //! See docs/ARCHITECTURE.md for the algorithm and its cost.
 
-pub mod boxes;
-pub mod flatten;
+mod boxes;
+mod flatten;
 mod partition;
 mod host;
 mod unused;
