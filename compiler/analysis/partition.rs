@@ -28,7 +28,11 @@
 //! the list's parts in that field begin and end, and each piece gets the
 //! parts that meet it. Widest first: a rule that decides for a whole
 //! address block cuts the list short in its piece before the rules for
-//! hosts inside the block are cut apart. The field is the one whose pieces
+//! hosts inside the block are cut apart. When the first part that always
+//! decides falls short of the region in one field only, that field is
+//! cut: in its pieces the part includes the region and the lists end
+//! there (`allow state established` is cut off once, at the top, not in
+//! every region below). Otherwise the field is the one whose pieces
 //! hold the fewest parts in total (estimated on a sample of a long list):
 //! rules that name a field exactly and apart (hosts, ports) are cut apart
 //! cheaply, and rules that span a field are copied into every piece of
@@ -449,7 +453,8 @@ impl Chain {
                 return Some(());
             }
         }
-        let field = self.split_field(region, list.clone());
+        let first = (list.start..upto).find(|index| self.always_decides(self.position(self.stack[*index])));
+        let field = self.cut_field(region, list.clone(), first);
         self.split(region, list.clone(), list, field, Chain::visit)
     }
 
@@ -578,7 +583,7 @@ impl Chain {
             }
         }
         let deciding = start..self.stack.len();
-        let field = self.split_field(region, deciding.clone());
+        let field = self.cut_field(region, deciding.clone(), Some(deciding.start));
         self.split(region, kept, deciding, field, Chain::visit_deciders)
     }
 
@@ -623,6 +628,19 @@ impl Chain {
             }
             None if class != self.policy_class => self.counts[position] = true,
             None => {}
+        }
+    }
+
+    /// The field to cut. The first entry of the list that always decides
+    /// (`first`) is where its packets stop: when it falls short of the
+    /// region in one field only, cutting that field makes it include its
+    /// pieces, which end there. A baseline rule such as `allow state
+    /// established` is cut off this way once, at the top, instead of in
+    /// every region below. Otherwise, `split_field`.
+    fn cut_field(&mut self, region: &Region, list: Range<usize>, first: Option<usize>) -> usize {
+        match first.map(|index| self.stack[index].partial) {
+            Some(partial) if partial.count_ones() == 1 => partial.trailing_zeros() as usize,
+            _ => self.split_field(region, list),
         }
     }
 
