@@ -211,59 +211,97 @@ impl Encoder {
 
     /// The box of packets a rule's matches accept.
     pub fn encode(&self, matches: &Matches) -> PacketBox {
-        let mut packet_box = self.universe();
-        let mut set = |field: usize, negated: bool, intervals: Intervals| {
-            let value = if negated { intervals.complement(self.maxima[field]) } else { intervals };
-            packet_box.0[field] = packet_box.0[field].intersect(&value);
+        let mut intervals = Vec::new();
+        let mut packet_box = PacketBox(Default::default());
+        if let Some(ends) = self.encode_into(matches, &mut intervals) {
+            let mut from = 0;
+            for (field, end) in ends.into_iter().enumerate() {
+                packet_box.0[field] = Intervals(intervals[from..end as usize].iter().copied().collect());
+                from = end as usize;
+            }
+        }
+        packet_box
+    }
+
+    /// Appends the intervals of a rule's box to `out`, field after field,
+    /// and gives where each field's end (counted from where they begin);
+    /// `None`, with nothing appended, for a box with no packet.
+    pub fn encode_into(&self, matches: &Matches, out: &mut Vec<(u128, u128)>) -> Option<[u32; FIELDS]> {
+        let start = out.len();
+        let mut ends = [0u32; FIELDS];
+        // Field by field, in order: the whole range, or what the rule names.
+        let mut field = 0;
+        let mut push = |out: &mut Vec<(u128, u128)>, to: usize, named: Option<(bool, &mut dyn Iterator<Item = (u128, u128)>)>| -> Option<()> {
+            while field < to {
+                out.push((0, self.maxima[field]));
+                field += 1;
+                ends[field - 1] = (out.len() - start) as u32;
+            }
+            if let Some((negated, intervals)) = named {
+                let from = out.len();
+                out.extend(intervals);
+                if negated || out.len() - from > 1 {
+                    // Sorted and merged, then complemented when negated.
+                    let mut sorted = Intervals::from_unsorted(out.drain(from..).collect());
+                    if negated {
+                        sorted = sorted.complement(self.maxima[field]);
+                    }
+                    out.extend_from_slice(&sorted.0);
+                }
+                if out.len() == from {
+                    out.truncate(start);
+                    return None;
+                }
+                field += 1;
+                ends[field - 1] = (out.len() - start) as u32;
+            }
+            Some(())
         };
         if let Some(protocol) = matches.protocol {
             let number = u128::from(protocol.0);
-            set(PROTOCOL, false, Intervals(smallvec![(number, number)]));
+            push(out, PROTOCOL, Some((false, &mut std::iter::once((number, number)))))?;
         }
         for (field, address) in [(SOURCE, &matches.source), (DESTINATION, &matches.destination)] {
             if let Some(address) = address {
                 let (low, high) = (number(address.value.network()), number(address.value.broadcast()));
-                set(field, address.negated, Intervals(smallvec![(low, high)]));
+                push(out, field, Some((address.negated, &mut std::iter::once((low, high)))))?;
             }
         }
         for (field, ports) in [(SOURCE_PORT, &matches.source_ports), (DESTINATION_PORT, &matches.destination_ports)] {
             if let Some(ports) = ports {
-                let parts = ports.value.iter().map(|range| (u128::from(range.low), u128::from(range.high))).collect();
-                set(field, ports.negated, Intervals::from_unsorted(parts));
+                let mut ranges = ports.value.iter().map(|range| (u128::from(range.low), u128::from(range.high)));
+                push(out, field, Some((ports.negated, &mut ranges)))?;
             }
         }
         if let Some(icmp) = &matches.icmp_type {
             let kind = u128::from(icmp.value.kind);
-            set(ICMP_TYPE, icmp.negated, Intervals(smallvec![(kind, kind)]));
+            push(out, ICMP_TYPE, Some((icmp.negated, &mut std::iter::once((kind, kind)))))?;
         }
         for (field, interface) in [(IN_INTERFACE, &matches.in_interface), (OUT_INTERFACE, &matches.out_interface)] {
             if let Some(interface) = interface {
-                let codes = self
+                let mut codes = self
                     .interfaces
                     .iter()
                     .enumerate()
                     .filter(|(_, name)| interface_matches(&interface.value, name))
-                    .map(|(code, _)| (code as u128, code as u128))
-                    .collect();
-                set(field, interface.negated, Intervals::from_unsorted(codes));
+                    .map(|(code, _)| (code as u128, code as u128));
+                push(out, field, Some((interface.negated, &mut codes)))?;
             }
         }
         if let Some(states) = &matches.states {
-            let codes = (0..5u128).filter(|code| states.value.contains(States(1 << code))).map(|code| (code, code)).collect();
-            set(STATE, states.negated, Intervals::from_unsorted(codes));
+            let mut codes = (0..5u128).filter(|code| states.value.contains(States(1 << code))).map(|code| (code, code));
+            push(out, STATE, Some((states.negated, &mut codes)))?;
         }
         if let Some(flags) = &matches.tcp_flags {
-            let values = (0..64u128)
-                .filter(|value| (*value as u8) & flags.value.mask == flags.value.set)
-                .map(|value| (value, value))
-                .collect();
-            set(TCP_FLAGS, flags.negated, Intervals::from_unsorted(values));
+            let mut values = (0..64u128).filter(|value| (*value as u8) & flags.value.mask == flags.value.set).map(|value| (value, value));
+            push(out, TCP_FLAGS, Some((flags.negated, &mut values)))?;
         }
         if let Some(mac) = &matches.mac_source {
             let code = self.macs.iter().position(|known| *known == mac.value).expect("collected") as u128;
-            set(MAC, mac.negated, Intervals(smallvec![(code, code)]));
+            push(out, MAC, Some((mac.negated, &mut std::iter::once((code, code)))))?;
         }
-        packet_box
+        push(out, FIELDS, None)?;
+        Some(ends)
     }
 }
 

@@ -75,6 +75,17 @@ const LEVEL: u32 = 4;
 /// about shrinks to the smallest box around them.
 const HULL: usize = 8;
 
+/// The pieces of a cut that one interval of a list's entry meets
+/// (`from..to`), and whether the interval spans the first and the last.
+#[derive(Clone, Copy)]
+struct Run {
+    index: u32,
+    from: u32,
+    to: u32,
+    spans_first: bool,
+    spans_last: bool,
+}
+
 /// A part in a region's list, and the fields in which it does not include
 /// the region (a bit per field).
 #[derive(Clone, Copy, Default)]
@@ -133,6 +144,8 @@ pub struct Chain {
     ends: Vec<u32>,
     /// Bounds tried when choosing a cut's field.
     scratch: Vec<u128>,
+    /// The runs of the cut being placed.
+    runs: Vec<Run>,
 }
 
 fn decides(target: &Target) -> bool {
@@ -158,6 +171,7 @@ impl Chain {
             cuts: Vec::new(),
             ends: Vec::new(),
             scratch: Vec::new(),
+            runs: Vec::new(),
         };
         for (position, entry) in flat.iter().enumerate() {
             let rule = &ruleset.rules[entry.rule];
@@ -175,7 +189,12 @@ impl Chain {
                 class,
             });
             match &entry.effective {
-                Effective::Own => chain.push_part(position, &encoder.encode(&rule.matches)),
+                Effective::Own => {
+                    let start = chain.intervals.len();
+                    if let Some(ends) = encoder.encode_into(&rule.matches, &mut chain.intervals) {
+                        chain.parts.push(Part { position: position as u32, start: start as u32, ends });
+                    }
+                }
                 Effective::Within(parts) => parts.iter().for_each(|part| chain.push_part(position, part)),
             }
         }
@@ -310,8 +329,19 @@ impl Chain {
     fn rules_of(&self, mut positions: Vec<u32>) -> Vec<usize> {
         positions.sort_unstable();
         positions.dedup();
+        let rules = positions.into_iter().map(|position| self.positions[position as usize].rule);
+        // Most lists are short: searched, not hashed.
+        if rules.len() <= 16 {
+            let mut out = Vec::with_capacity(rules.len());
+            for rule in rules {
+                if !out.contains(&rule) {
+                    out.push(rule);
+                }
+            }
+            return out;
+        }
         let mut seen = rustc_hash::FxHashSet::default();
-        positions.into_iter().map(|position| self.positions[position as usize].rule).filter(|rule| seen.insert(*rule)).collect()
+        rules.filter(|rule| seen.insert(*rule)).collect()
     }
 
     fn field(&self, part: u32, field: usize) -> &[(u128, u128)] {
@@ -744,21 +774,37 @@ impl Chain {
         // piece make one entry), and the work, counted before the pieces
         // take memory.
         ends.resize(ends_base + count, 0);
+        let bit = 1u16 << field;
+        let mut runs = std::mem::take(&mut self.runs);
+        runs.clear();
+        let mut spanning = 0u32;
         let mut work = 0u64;
         for index in list.clone() {
+            let entry = stack[index];
+            if entry.partial & bit == 0 {
+                // Goes to every piece: counted once for all.
+                spanning += 1;
+                continue;
+            }
             let mut last = usize::MAX;
-            for (from, to, _) in self.pieces(stack[index], field, region, bounds) {
+            for (from, to, (low, high)) in self.pieces(entry, field, region, bounds) {
                 work += (to - from) as u64;
                 for index in from..to {
                     if index != last {
                         ends[ends_base + index] += 1;
-                        last = index;
                     }
                 }
+                last = to - 1;
+                let spans = |index: usize| {
+                    let (piece_low, piece_high) = piece(index);
+                    low <= piece_low && piece_high <= high
+                };
+                runs.push(Run { index: index as u32, from: from as u32, to: to as u32, spans_first: spans(from), spans_last: spans(to - 1) });
             }
         }
+        work += u64::from(spanning) * count as u64;
         let Some(left) = self.left.checked_sub(work) else {
-            (self.stack, self.ends) = (stack, ends);
+            (self.stack, self.ends, self.runs) = (stack, ends, runs);
             return None;
         };
         self.left = left;
@@ -766,14 +812,22 @@ impl Chain {
         // that ends where it ends.
         let mut at = base as u32;
         for end in &mut ends[ends_base..] {
-            (*end, at) = (at, at + *end);
+            (*end, at) = (at, at + *end + spanning);
         }
         stack.resize(at as usize, Entry::default());
-        let bit = 1u16 << field;
+        let mut runs_left = runs.iter().peekable();
         for index in list {
             let entry = stack[index];
+            if entry.partial & bit == 0 {
+                for cursor in &mut ends[ends_base..] {
+                    stack[*cursor as usize] = entry;
+                    *cursor += 1;
+                }
+                continue;
+            }
             let mut last = usize::MAX;
-            for (from, to, (low, high)) in self.pieces(entry, field, region, bounds) {
+            while let Some(run) = runs_left.next_if(|run| run.index as usize == index) {
+                let (from, to) = (run.from as usize, run.to as usize);
                 for index in from..to {
                     let cursor = &mut ends[ends_base + index];
                     if index == last {
@@ -781,14 +835,14 @@ impl Chain {
                         stack[*cursor as usize - 1].partial |= bit;
                         continue;
                     }
-                    let (piece_low, piece_high) = piece(index);
-                    let spans = low <= piece_low && piece_high <= high;
+                    let spans = (index != from || run.spans_first) && (index != to - 1 || run.spans_last);
                     stack[*cursor as usize] = Entry { part: entry.part, partial: entry.partial & !bit | if spans { 0 } else { bit } };
                     *cursor += 1;
                     last = index;
                 }
             }
         }
+        self.runs = runs;
         (self.stack, self.ends) = (stack, ends);
         let mut piece_region = *region;
         let mut start = base;
