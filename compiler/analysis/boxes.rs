@@ -216,7 +216,10 @@ impl Encoder {
         if let Some(ends) = self.encode_into(matches, &mut intervals) {
             let mut from = 0;
             for (field, end) in ends.into_iter().enumerate() {
-                packet_box.0[field] = Intervals(intervals[from..end as usize].iter().copied().collect());
+                packet_box.0[field] = match &intervals[from..end as usize] {
+                    [] => Intervals::full(self.maxima[field]),
+                    named => Intervals(named.iter().copied().collect()),
+                };
                 from = end as usize;
             }
         }
@@ -225,7 +228,8 @@ impl Encoder {
 
     /// Appends the intervals of a rule's box to `out`, field after field,
     /// and gives where each field's end (counted from where they begin);
-    /// `None`, with nothing appended, for a box with no packet.
+    /// `None`, with nothing appended, for a box with no packet. A field
+    /// the rule leaves whole gets no interval: its end is the one before.
     pub fn encode_into(&self, matches: &Matches, out: &mut Vec<(u128, u128)>) -> Option<[u32; FIELDS]> {
         let start = out.len();
         let mut ends = [0u32; FIELDS];
@@ -233,7 +237,6 @@ impl Encoder {
         let mut field = 0;
         let mut push = |out: &mut Vec<(u128, u128)>, to: usize, named: Option<(bool, &mut dyn Iterator<Item = (u128, u128)>)>| -> Option<()> {
             while field < to {
-                out.push((0, self.maxima[field]));
                 field += 1;
                 ends[field - 1] = (out.len() - start) as u32;
             }
@@ -251,6 +254,9 @@ impl Encoder {
                 if out.len() == from {
                     out.truncate(start);
                     return None;
+                }
+                if out[from..] == [(0, self.maxima[field])] {
+                    out.truncate(from);
                 }
                 field += 1;
                 ends[field - 1] = (out.len() - start) as u32;

@@ -102,7 +102,9 @@ struct Position {
 }
 
 /// One part of a position's match, its intervals in the arena:
-/// field `f`'s are `intervals[start + ends[f - 1]..start + ends[f]]`.
+/// field `f`'s are `intervals[start + ends[f - 1]..start + ends[f]]`,
+/// none for a field the part does not limit (its whole range): most rules
+/// limit three or four fields of eleven.
 struct Part {
     position: u32,
     start: u32,
@@ -124,6 +126,8 @@ pub struct Chain {
     parts: Vec<Part>,
     intervals: Vec<(u128, u128)>,
     maxima: [u128; FIELDS],
+    /// Each field's whole range, as an interval.
+    whole: [(u128, u128); FIELDS],
     policy_class: u16,
     reached: Vec<bool>,
     counts: Vec<bool>,
@@ -160,6 +164,7 @@ impl Chain {
             parts: Vec::with_capacity(flat.len()),
             intervals: Vec::new(),
             maxima: encoder.maxima,
+            whole: std::array::from_fn(|field| (0, encoder.maxima[field])),
             policy_class: 0,
             reached: vec![false; flat.len()],
             counts: vec![false; flat.len()],
@@ -208,7 +213,9 @@ impl Chain {
         let start = self.intervals.len();
         let mut ends = [0u32; FIELDS];
         for (field, intervals) in part.0.iter().enumerate() {
-            self.intervals.extend_from_slice(&intervals.0);
+            if intervals.0[..] != [self.whole[field]] {
+                self.intervals.extend_from_slice(&intervals.0);
+            }
             ends[field] = (self.intervals.len() - start) as u32;
         }
         self.parts.push(Part { position: position as u32, start: start as u32, ends });
@@ -344,11 +351,17 @@ impl Chain {
         rules.filter(|rule| seen.insert(*rule)).collect()
     }
 
+    /// A part's intervals in a field. A field the part does not limit
+    /// has none in the arena (see `Part`).
     fn field(&self, part: u32, field: usize) -> &[(u128, u128)] {
         let part = &self.parts[part as usize];
-        let start = part.start as usize;
         let from = if field == 0 { 0 } else { part.ends[field - 1] as usize };
-        &self.intervals[start + from..start + part.ends[field] as usize]
+        let to = part.ends[field] as usize;
+        if from == to {
+            return std::slice::from_ref(&self.whole[field]);
+        }
+        let start = part.start as usize;
+        &self.intervals[start + from..start + to]
     }
 
     fn position(&self, entry: Entry) -> usize {
