@@ -282,7 +282,7 @@ pub struct Limit {
     pub burst: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
     Accept,
     Drop,
@@ -300,7 +300,7 @@ pub enum Target {
 
 /// What a REJECT answers with. Not every kind exists for both families;
 /// lowering checks before a rule gets here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RejectWith {
     TcpReset,
     NetUnreachable,

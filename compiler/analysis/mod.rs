@@ -208,7 +208,7 @@ pub fn order_checks_within(ruleset: &Ruleset, sources: &Sources, levels: &crate:
         sources_of[slot].rules.push(index);
     }
     sources_of.sort_unstable_by(|a, b| (a.span, &a.via).cmp(&(b.span, &b.via)));
-    let logging: std::collections::HashSet<Span> =
+    let logging: rustc_hash::FxHashSet<Span> =
         ruleset.rules.iter().filter(|rule| matches!(rule.target, Target::Log { .. })).map(|rule| rule.origin.span).collect();
     let mut diagnostics = Vec::new();
     for source in &sources_of {
@@ -223,7 +223,7 @@ pub fn order_checks_within(ruleset: &Ruleset, sources: &Sources, levels: &crate:
             let first = &ruleset.rules[source.rules[0]];
             let others: Vec<usize> = dedup_sources(
                 ruleset,
-                seen.iter().flat_map(|index| facts[*index].covered_by.clone()).filter(|other| {
+                seen.iter().flat_map(|index| facts[*index].covered_by.iter().copied()).filter(|other| {
                     ruleset.rules[*other].target != first.target && ruleset.rules[*other].origin.span != source.span
                 }),
             );
@@ -243,7 +243,7 @@ pub fn order_checks_within(ruleset: &Ruleset, sources: &Sources, levels: &crate:
             }
         }
         if shadowed {
-            let covering: Vec<usize> = dedup_sources(ruleset, seen.iter().flat_map(|index| facts[*index].covered_by.clone()));
+            let covering: Vec<usize> = dedup_sources(ruleset, seen.iter().flat_map(|index| facts[*index].covered_by.iter().copied()));
             diagnostics.push(shadowed_diagnostic(ruleset, sources, source, &covering));
             continue;
         }
@@ -251,7 +251,7 @@ pub fn order_checks_within(ruleset: &Ruleset, sources: &Sources, levels: &crate:
         // A rule that logs does something even when its verdict is redundant.
         let logs = logging.contains(&source.span);
         if !logs && !deciding.is_empty() && deciding.iter().all(|index| facts[*index].redundant) {
-            let same: Vec<usize> = dedup_sources(ruleset, deciding.iter().flat_map(|index| facts[*index].same_as.clone()));
+            let same: Vec<usize> = dedup_sources(ruleset, deciding.iter().flat_map(|index| facts[*index].same_as.iter().copied()));
             // Two copies of a rule: the second is the shadowed finding; do not
             // also call the first redundant because of it.
             if !same.is_empty() && same.iter().all(|index| !facts[*index].reachable) {
@@ -265,16 +265,8 @@ pub fn order_checks_within(ruleset: &Ruleset, sources: &Sources, levels: &crate:
 
 /// One IR rule per source rule, in order, derived rules left out.
 fn dedup_sources(ruleset: &Ruleset, rules: impl Iterator<Item = usize>) -> Vec<usize> {
-    let mut seen_spans = Vec::new();
-    let mut out = Vec::new();
-    for index in rules {
-        let origin = &ruleset.rules[index].origin;
-        if !seen_spans.contains(&origin.span) {
-            seen_spans.push(origin.span);
-            out.push(index);
-        }
-    }
-    out
+    let mut seen = rustc_hash::FxHashSet::default();
+    rules.filter(|index| seen.insert(ruleset.rules[*index].origin.span)).collect()
 }
 
 fn in_stdlib(sources: &Sources, span: Span) -> bool {

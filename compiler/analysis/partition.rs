@@ -158,7 +158,8 @@ fn decides(target: &Target) -> bool {
 
 impl Chain {
     pub fn new(ruleset: &Ruleset, flat: &[Flat], policy: &Target, encoder: &Encoder) -> Chain {
-        let mut targets: Vec<&Target> = vec![policy];
+        // Positions of one class have one target; the policy's is class 0.
+        let mut classes: rustc_hash::FxHashMap<&Target, u16> = [(policy, 0)].into_iter().collect();
         let mut chain = Chain {
             positions: Vec::with_capacity(flat.len()),
             parts: Vec::with_capacity(flat.len()),
@@ -180,13 +181,8 @@ impl Chain {
         };
         for (position, entry) in flat.iter().enumerate() {
             let rule = &ruleset.rules[entry.rule];
-            let class = match targets.iter().position(|known| **known == rule.target) {
-                Some(class) => class as u16,
-                None => {
-                    targets.push(&rule.target);
-                    targets.len() as u16 - 1
-                }
-            };
+            let next = classes.len() as u16;
+            let class = *classes.entry(&rule.target).or_insert(next);
             chain.positions.push(Position {
                 rule: entry.rule,
                 decides: decides(&rule.target),
