@@ -198,40 +198,45 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Build { policy, out, emit, no_test, stats, no_consolidate } => {
             let options = fwc::emit::Options { consolidate: !no_consolidate };
-            let Some(compilation) = run_compile(&policy) else { return ExitCode::from(2) };
-            let name = policy.policy.display().to_string();
+            let Some(compilation) = compile(&policy) else { return ExitCode::from(2) };
             if compilation.has_errors() {
+                print_diagnostics(&policy, &compilation, &compilation.diagnostics);
                 return ExitCode::from(1);
             }
-            if !no_test {
-                let failures: Vec<_> =
-                    compilation.run_tests().into_iter().flat_map(|outcome| outcome.failures).collect();
-                if !failures.is_empty() {
+            // A large policy's findings take a while to render: that runs
+            // beside its tests and the writing of its outputs, which leave
+            // a core idle at times, and is printed before anything of theirs.
+            let built = std::thread::scope(|scope| {
+                let rendered = scope.spawn(|| format_diagnostics(&policy, &compilation, &compilation.diagnostics));
+                let built = build(&compilation, &policy, no_test, emit.as_deref(), &out, options);
+                rendered.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)).print();
+                built
+            });
+            let code = match built {
+                Built::TestFailures(failures) => {
                     print_diagnostics(&policy, &compilation, &failures);
                     eprintln!("error: {} expectation(s) failed; nothing was written (--no-test skips the tests)", failures.len());
-                    return ExitCode::from(1);
+                    ExitCode::from(1)
                 }
-            }
-            let ruleset = &compilation.lowered.ruleset;
-            match emit {
-                Some(wanted) => {
-                    let outputs = fwc::emit::all_with(ruleset, &compilation.sources, &name, options);
-                    let (_, text) = outputs.iter().find(|(file, _)| *file == wanted).expect("clap checked the name");
+                Built::Emitted(text) => {
                     print!("{text}");
+                    ExitCode::SUCCESS
                 }
-                None => match write_outputs(&out, ruleset, &compilation.sources, &name, options) {
-                    Ok(counts) if stats => eprintln!("{}", counts.describe()),
-                    Ok(_) => {}
-                    Err(error) => {
-                        eprintln!("error: cannot write to {}: {error}", out.display());
-                        return ExitCode::from(2);
+                Built::Written(counts) => {
+                    if stats {
+                        eprintln!("{}", counts.describe());
                     }
-                },
-            }
+                    ExitCode::SUCCESS
+                }
+                Built::NotWritten(error) => {
+                    eprintln!("error: cannot write to {}: {error}", out.display());
+                    ExitCode::from(2)
+                }
+            };
             // The process is about to exit: its memory goes back at once,
             // where freeing every rule one by one only takes time.
             std::mem::forget(compilation);
-            ExitCode::SUCCESS
+            code
         }
         Command::Test { policy } => {
             let Some(compilation) = run_compile(&policy) else { return ExitCode::from(2) };
@@ -355,31 +360,83 @@ fn main() -> ExitCode {
 
 /// Compiles and prints the diagnostics; `None` if the policy is unreadable.
 fn run_compile(args: &PolicyArgs) -> Option<Compilation> {
-    match fwc::compile_with(&OsFileSystem, &args.policy, &args.params, &args.options()) {
-        Ok(compilation) => {
-            print_diagnostics(args, &compilation, &compilation.diagnostics);
-            Some(compilation)
+    let compilation = compile(args)?;
+    print_diagnostics(args, &compilation, &compilation.diagnostics);
+    Some(compilation)
+}
+
+/// Compiles; `None`, having said why, if the policy is unreadable.
+fn compile(args: &PolicyArgs) -> Option<Compilation> {
+    fwc::compile_with(&OsFileSystem, &args.policy, &args.params, &args.options())
+        .map_err(|error| eprintln!("error: cannot read {}: {error}", args.policy.display()))
+        .ok()
+}
+
+/// What `fwc build` did after compiling, to be reported once the
+/// diagnostics are printed.
+enum Built {
+    TestFailures(Vec<fwc::Diagnostic>),
+    /// The one output asked for with --emit.
+    Emitted(String),
+    Written(fwc::consolidate::Stats),
+    NotWritten(std::io::Error),
+}
+
+/// Runs the policy's tests (unless `no_test`), then renders the outputs:
+/// the one named by `emit`, or all of them into `out`.
+fn build(compilation: &Compilation, policy: &PolicyArgs, no_test: bool, emit: Option<&str>, out: &Path, options: fwc::emit::Options) -> Built {
+    if !no_test {
+        let failures: Vec<_> = compilation.run_tests().into_iter().flat_map(|outcome| outcome.failures).collect();
+        if !failures.is_empty() {
+            return Built::TestFailures(failures);
         }
-        Err(error) => {
-            eprintln!("error: cannot read {}: {error}", args.policy.display());
-            None
+    }
+    let name = policy.policy.display().to_string();
+    let ruleset = &compilation.lowered.ruleset;
+    match emit {
+        Some(wanted) => {
+            let outputs = fwc::emit::all_with(ruleset, &compilation.sources, &name, options);
+            let (_, text) = outputs.into_iter().find(|(file, _)| *file == wanted).expect("clap checked the name");
+            Built::Emitted(text)
         }
+        None => match write_outputs(out, ruleset, &compilation.sources, &name, options) {
+            Ok(counts) => Built::Written(counts),
+            Err(error) => Built::NotWritten(error),
+        },
     }
 }
 
 /// Text on stderr for people; with --format json, one object per line on
 /// stdout for tools; with --format sarif, one SARIF log on stdout.
 fn print_diagnostics(args: &PolicyArgs, compilation: &Compilation, diagnostics: &[fwc::Diagnostic]) {
-    if args.format == "json" {
-        for diagnostic in diagnostics {
-            println!("{}", fwc::diagnostics::to_json(&compilation.sources, diagnostic));
+    format_diagnostics(args, compilation, diagnostics).print();
+}
+
+/// Diagnostics as they are printed: for stdout, or for stderr.
+enum Formatted {
+    Stdout(String),
+    Stderr(String),
+}
+
+impl Formatted {
+    fn print(&self) {
+        match self {
+            Formatted::Stdout(text) => print!("{text}"),
+            Formatted::Stderr(text) => eprint!("{text}"),
         }
+    }
+}
+
+fn format_diagnostics(args: &PolicyArgs, compilation: &Compilation, diagnostics: &[fwc::Diagnostic]) -> Formatted {
+    if args.format == "json" {
+        let lines: Vec<String> = diagnostics.iter().map(|diagnostic| fwc::diagnostics::to_json(&compilation.sources, diagnostic) + "\n").collect();
+        Formatted::Stdout(lines.concat())
     } else if args.format == "sarif" {
         let base = std::env::current_dir().unwrap_or_default();
         let context = fwc::sarif::SarifContext { base: &base, policy: &args.policy };
-        print!("{}", fwc::sarif::to_sarif(&compilation.sources, diagnostics, &context));
+        Formatted::Stdout(fwc::sarif::to_sarif(&compilation.sources, diagnostics, &context))
     } else {
-        eprint!("{}", compilation.render(diagnostics));
+        Formatted::Stderr(compilation.render(diagnostics))
     }
 }
 
