@@ -233,7 +233,8 @@ impl Encoder {
     pub fn encode_into(&self, matches: &Matches, out: &mut Vec<(u128, u128)>) -> Option<[u32; FIELDS]> {
         let start = out.len();
         let mut ends = [0u32; FIELDS];
-        // Field by field, in order: the whole range, or what the rule names.
+        // Field by field, in order: what the rule names, nothing for a
+        // field it leaves whole.
         let mut field = 0;
         let mut push = |out: &mut Vec<(u128, u128)>, to: usize, named: Option<(bool, &mut dyn Iterator<Item = (u128, u128)>)>| -> Option<()> {
             while field < to {

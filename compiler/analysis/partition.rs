@@ -83,6 +83,7 @@ const HULL: usize = 8;
 /// (`from..to`), and whether the interval spans the first and the last.
 #[derive(Clone, Copy)]
 struct Run {
+    /// The entry's place on the stack.
     index: u32,
     from: u32,
     to: u32,
@@ -129,9 +130,8 @@ pub struct Chain {
     positions: Vec<Position>,
     parts: Vec<Part>,
     intervals: Vec<(u128, u128)>,
-    maxima: [u128; FIELDS],
-    /// Each field's whole range, as an interval.
-    whole: [(u128, u128); FIELDS],
+    /// The whole packet space: each field's whole range.
+    whole: Region,
     policy_class: u16,
     reached: Vec<bool>,
     counts: Vec<bool>,
@@ -168,7 +168,6 @@ impl Chain {
             positions: Vec::with_capacity(flat.len()),
             parts: Vec::with_capacity(flat.len()),
             intervals: Vec::new(),
-            maxima: encoder.maxima,
             whole: std::array::from_fn(|field| (0, encoder.maxima[field])),
             policy_class: 0,
             reached: vec![false; flat.len()],
@@ -231,16 +230,12 @@ impl Chain {
         self.positions.len()
     }
 
-    fn whole(&self) -> Region {
-        std::array::from_fn(|field| (0, self.maxima[field]))
-    }
-
     /// Reach and redundancy for every position; `None` when `budget`
     /// (parts looked at) runs out. `budget` is left with what was not
     /// spent.
     pub fn analyse(&mut self, budget: &mut u64) -> Option<Vec<Found>> {
         self.left = *budget;
-        let whole = self.whole();
+        let whole = self.whole;
         self.stack = (0..self.parts.len() as u32).map(|part| Entry { part, partial: self.partial(part, &whole) }).collect();
         let finished = self.visit(&whole, 0..self.stack.len());
         self.stack = Vec::new();
@@ -279,7 +274,7 @@ impl Chain {
             self.wanted[*copy] = false;
         }
         // Entries past the last one asked about decide nothing asked about.
-        let whole = self.whole();
+        let whole = self.whole;
         let position = |part: u32| self.parts[part as usize].position as usize;
         let last = (0..self.parts.len() as u32).rposition(|part| self.wanted[position(part)]).map_or(0, |last| last + 1);
         self.stack = (0..last as u32)
