@@ -686,6 +686,9 @@ impl Chain {
     /// the one whose pieces would hold the fewest entries in total.
     fn split_field(&mut self, region: &Region, list: Range<usize>) -> usize {
         let candidates = self.stack[list.clone()].iter().fold(0u16, |fields, entry| fields | entry.partial);
+        if candidates.count_ones() == 1 {
+            return candidates.trailing_zeros() as usize;
+        }
         let step = list.len().div_ceil(SAMPLE);
         let mut bounds = std::mem::take(&mut self.scratch);
         let mut best: Option<(usize, usize)> = None;
