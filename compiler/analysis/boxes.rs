@@ -226,89 +226,122 @@ impl Encoder {
         packet_box
     }
 
-    /// Appends the intervals of a rule's box to `out`, field after field,
-    /// and gives where each field's end (counted from where they begin);
-    /// `None`, with nothing appended, for a box with no packet. A field
-    /// the rule leaves whole gets no interval: its end is the one before.
+    /// Appends the intervals of a rule's box to `out` (see `Arena`), and
+    /// gives where each field's end; `None`, with nothing appended, for a
+    /// box with no packet.
     pub fn encode_into(&self, matches: &Matches, out: &mut Vec<(u128, u128)>) -> Option<[u32; FIELDS]> {
-        let start = out.len();
-        let mut ends = [0u32; FIELDS];
-        // Field by field, in order: what the rule names, nothing for a
-        // field it leaves whole.
-        let mut field = 0;
-        let mut push = |out: &mut Vec<(u128, u128)>, to: usize, named: Option<(bool, &mut dyn Iterator<Item = (u128, u128)>)>| -> Option<()> {
-            while field < to {
-                field += 1;
-                ends[field - 1] = (out.len() - start) as u32;
-            }
-            if let Some((negated, intervals)) = named {
-                let from = out.len();
-                out.extend(intervals);
-                if negated || out.len() - from > 1 {
-                    // Sorted and merged, then complemented when negated.
-                    let mut sorted = Intervals::from_unsorted(out.drain(from..).collect());
-                    if negated {
-                        sorted = sorted.complement(self.maxima[field]);
-                    }
-                    out.extend_from_slice(&sorted.0);
-                }
-                if out.len() == from {
-                    out.truncate(start);
-                    return None;
-                }
-                if out[from..] == [(0, self.maxima[field])] {
-                    out.truncate(from);
-                }
-                field += 1;
-                ends[field - 1] = (out.len() - start) as u32;
-            }
-            Some(())
-        };
+        let mut arena = Arena::new(out, &self.maxima);
         if let Some(protocol) = matches.protocol {
             let number = u128::from(protocol.0);
-            push(out, PROTOCOL, Some((false, &mut std::iter::once((number, number)))))?;
+            arena.name(PROTOCOL, false, [(number, number)])?;
         }
         for (field, address) in [(SOURCE, &matches.source), (DESTINATION, &matches.destination)] {
             if let Some(address) = address {
                 let (low, high) = (number(address.value.network()), number(address.value.broadcast()));
-                push(out, field, Some((address.negated, &mut std::iter::once((low, high)))))?;
+                arena.name(field, address.negated, [(low, high)])?;
             }
         }
         for (field, ports) in [(SOURCE_PORT, &matches.source_ports), (DESTINATION_PORT, &matches.destination_ports)] {
             if let Some(ports) = ports {
-                let mut ranges = ports.value.iter().map(|range| (u128::from(range.low), u128::from(range.high)));
-                push(out, field, Some((ports.negated, &mut ranges)))?;
+                let ranges = ports.value.iter().map(|range| (u128::from(range.low), u128::from(range.high)));
+                arena.name(field, ports.negated, ranges)?;
             }
         }
         if let Some(icmp) = &matches.icmp_type {
             let kind = u128::from(icmp.value.kind);
-            push(out, ICMP_TYPE, Some((icmp.negated, &mut std::iter::once((kind, kind)))))?;
+            arena.name(ICMP_TYPE, icmp.negated, [(kind, kind)])?;
         }
         for (field, interface) in [(IN_INTERFACE, &matches.in_interface), (OUT_INTERFACE, &matches.out_interface)] {
             if let Some(interface) = interface {
-                let mut codes = self
+                let codes = self
                     .interfaces
                     .iter()
                     .enumerate()
                     .filter(|(_, name)| interface_matches(&interface.value, name))
                     .map(|(code, _)| (code as u128, code as u128));
-                push(out, field, Some((interface.negated, &mut codes)))?;
+                arena.name(field, interface.negated, codes)?;
             }
         }
         if let Some(states) = &matches.states {
-            let mut codes = (0..5u128).filter(|code| states.value.contains(States(1 << code))).map(|code| (code, code));
-            push(out, STATE, Some((states.negated, &mut codes)))?;
+            let codes = (0..5u128).filter(|code| states.value.contains(States(1 << code))).map(|code| (code, code));
+            arena.name(STATE, states.negated, codes)?;
         }
         if let Some(flags) = &matches.tcp_flags {
-            let mut values = (0..64u128).filter(|value| (*value as u8) & flags.value.mask == flags.value.set).map(|value| (value, value));
-            push(out, TCP_FLAGS, Some((flags.negated, &mut values)))?;
+            let values = (0..64u128).filter(|value| (*value as u8) & flags.value.mask == flags.value.set).map(|value| (value, value));
+            arena.name(TCP_FLAGS, flags.negated, values)?;
         }
         if let Some(mac) = &matches.mac_source {
             let code = self.macs.iter().position(|known| *known == mac.value).expect("collected") as u128;
-            push(out, MAC, Some((mac.negated, &mut std::iter::once((code, code)))))?;
+            arena.name(MAC, mac.negated, [(code, code)])?;
         }
-        push(out, FIELDS, None)?;
-        Some(ends)
+        Some(arena.finish())
+    }
+}
+
+/// Appends a box to `out`, the analysis' arena of intervals, field after
+/// field: a field left whole gets no interval (its end is the one
+/// before), so equal boxes are written alike however they were made.
+pub fn append_box(packet_box: &PacketBox, maxima: &[u128; FIELDS], out: &mut Vec<(u128, u128)>) -> Option<[u32; FIELDS]> {
+    let mut arena = Arena::new(out, maxima);
+    for (field, intervals) in packet_box.0.iter().enumerate() {
+        arena.name(field, false, intervals.0.iter().copied())?;
+    }
+    Some(arena.finish())
+}
+
+/// One box being appended to an arena: fields are named in order, each
+/// at most once.
+struct Arena<'a> {
+    out: &'a mut Vec<(u128, u128)>,
+    maxima: &'a [u128; FIELDS],
+    start: usize,
+    /// The next field to write.
+    field: usize,
+    ends: [u32; FIELDS],
+}
+
+impl<'a> Arena<'a> {
+    fn new(out: &'a mut Vec<(u128, u128)>, maxima: &'a [u128; FIELDS]) -> Arena<'a> {
+        let start = out.len();
+        Arena { out, maxima, start, field: 0, ends: [0; FIELDS] }
+    }
+
+    /// Leaves the fields before `field` whole.
+    fn skip_to(&mut self, field: usize) {
+        while self.field < field {
+            self.ends[self.field] = (self.out.len() - self.start) as u32;
+            self.field += 1;
+        }
+    }
+
+    /// Writes a field's intervals (the complement of them when
+    /// `negated`); `None`, with the box taken off again, if none is left.
+    fn name(&mut self, field: usize, negated: bool, intervals: impl IntoIterator<Item = (u128, u128)>) -> Option<()> {
+        self.skip_to(field);
+        let from = self.out.len();
+        self.out.extend(intervals);
+        if negated || self.out.len() - from > 1 {
+            // Sorted and merged, then complemented when negated.
+            let mut sorted = Intervals::from_unsorted(self.out.drain(from..).collect());
+            if negated {
+                sorted = sorted.complement(self.maxima[field]);
+            }
+            self.out.extend_from_slice(&sorted.0);
+        }
+        if self.out.len() == from {
+            self.out.truncate(self.start);
+            return None;
+        }
+        if self.out[from..] == [(0, self.maxima[field])] {
+            self.out.truncate(from);
+        }
+        self.skip_to(field + 1);
+        Some(())
+    }
+
+    fn finish(mut self) -> [u32; FIELDS] {
+        self.skip_to(FIELDS);
+        self.ends
     }
 }
 

@@ -199,25 +199,17 @@ impl Chain {
                         chain.parts.push(Part { position: position as u32, start: start as u32, ends });
                     }
                 }
-                Effective::Within(parts) => parts.iter().for_each(|part| chain.push_part(position, part)),
+                Effective::Within(parts) => parts.iter().for_each(|part| chain.push_part(position, part, &encoder.maxima)),
             }
         }
         chain
     }
 
-    fn push_part(&mut self, position: usize, part: &PacketBox) {
-        if part.is_empty() {
-            return;
-        }
+    fn push_part(&mut self, position: usize, part: &PacketBox, maxima: &[u128; FIELDS]) {
         let start = self.intervals.len();
-        let mut ends = [0u32; FIELDS];
-        for (field, intervals) in part.0.iter().enumerate() {
-            if intervals.0[..] != [self.whole[field]] {
-                self.intervals.extend_from_slice(&intervals.0);
-            }
-            ends[field] = (self.intervals.len() - start) as u32;
+        if let Some(ends) = append_box(part, maxima, &mut self.intervals) {
+            self.parts.push(Part { position: position as u32, start: start as u32, ends });
         }
-        self.parts.push(Part { position: position as u32, start: start as u32, ends });
     }
 
     /// The IR rule at a position.
