@@ -240,34 +240,40 @@ pub fn render(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
 }
 
 fn render_all(sources: &Sources, diagnostics: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for diagnostic in diagnostics {
+        if !crate::snippets::write(sources, diagnostic, &mut out) {
+            out.push_str(&render_with_codespan(sources, diagnostic));
+        }
+    }
+    out
+}
+
+/// One diagnostic as codespan-reporting renders it.
+pub(crate) fn render_with_codespan(sources: &Sources, diagnostic: &Diagnostic) -> String {
     let files = SourceFiles { sources };
     let config = term::Config::default();
     let mut out = Vec::new();
-    for diagnostic in diagnostics {
-        let severity = match diagnostic.severity {
-            Severity::Error => cs::Severity::Error,
-            Severity::Warning | Severity::Allow => cs::Severity::Warning,
-            Severity::Note => cs::Severity::Note,
-        };
-        let labels = diagnostic
-            .labels
-            .iter()
-            .map(|label| {
-                let style =
-                    if label.primary { cs::LabelStyle::Primary } else { cs::LabelStyle::Secondary };
-                cs::Label::new(style, label.span.file, label.span.range())
-                    .with_message(label.message.clone())
-            })
-            .collect();
-        let code = if diagnostic.severity == Severity::Note { "" } else { diagnostic.code.name() };
-        let rendered = cs::Diagnostic::new(severity)
-            .with_code(code)
-            .with_message(diagnostic.message.clone())
-            .with_labels(labels)
-            .with_notes(diagnostic.notes.clone());
-        term::emit_to_io_write(&mut out, &config, &files, &rendered)
-            .expect("every span points into a known file");
-    }
+    let severity = match diagnostic.severity {
+        Severity::Error => cs::Severity::Error,
+        Severity::Warning | Severity::Allow => cs::Severity::Warning,
+        Severity::Note => cs::Severity::Note,
+    };
+    let labels = diagnostic
+        .labels
+        .iter()
+        .map(|label| {
+            let style = if label.primary { cs::LabelStyle::Primary } else { cs::LabelStyle::Secondary };
+            cs::Label::new(style, label.span.file, label.span.range()).with_message(label.message.clone())
+        })
+        .collect();
+    let code = if diagnostic.severity == Severity::Note { "" } else { diagnostic.code.name() };
+    let rendered = cs::Diagnostic::new(severity)
+        .with_code(code)
+        .with_message(diagnostic.message.clone())
+        .with_labels(labels)
+        .with_notes(diagnostic.notes.clone());
+    term::emit_to_io_write(&mut out, &config, &files, &rendered).expect("every span points into a known file");
     String::from_utf8(out).expect("rendered from UTF-8 sources")
 }
 

@@ -20,6 +20,7 @@ pub mod lower;
 pub mod lsp;
 pub mod parallel;
 pub mod sarif;
+mod snippets;
 pub mod source;
 pub mod stdlib;
 pub mod syntax;
