@@ -79,6 +79,13 @@ const LEVEL: u32 = 4;
 /// about shrinks to the smallest box around them.
 const HULL: usize = 8;
 
+/// Pieces with shorter lists are visited without looking for a twin
+/// (see `split`).
+const TWIN: usize = 8;
+
+/// How many entries ahead of its use a part's intervals are asked for.
+const PREFETCH: usize = 8;
+
 /// The pieces of a cut that one interval of a list's entry meets
 /// (`from..to`), and whether the interval spans the first and the last.
 #[derive(Clone, Copy)]
@@ -93,7 +100,7 @@ struct Run {
 
 /// A part in a region's list, and the fields in which it does not include
 /// the region (a bit per field).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 struct Entry {
     part: u32,
     partial: u16,
@@ -349,6 +356,36 @@ impl Chain {
         }
         let start = part.start as usize;
         &self.intervals[start + from..start + to]
+    }
+
+    /// Asks the cache for the intervals in `field` of the part at `index`
+    /// of the stack, and for the part itself further ahead: a list's parts
+    /// lie far apart in the arena, and waiting for their first reads was
+    /// most of a cut's time.
+    #[inline(always)]
+    fn prefetch(&self, index: usize, field: usize) {
+        self.prefetch_in(&self.stack, index, field);
+    }
+
+    #[inline(always)]
+    fn prefetch_in(&self, stack: &[Entry], index: usize, field: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            if let Some(ahead) = stack.get(index + PREFETCH) {
+                let part = self.parts.as_ptr().wrapping_add(ahead.part as usize);
+                // SAFETY: a prefetch only hints; it never faults, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(part.cast()) };
+            }
+            if let Some(entry) = stack.get(index) {
+                if let Some(part) = self.parts.get(entry.part as usize) {
+                    let from = if field == 0 { 0 } else { part.ends[field - 1] };
+                    let interval = self.intervals.as_ptr().wrapping_add((part.start + from) as usize);
+                    // SAFETY: as above.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(interval.cast()) };
+                }
+            }
+        }
     }
 
     fn position(&self, entry: Entry) -> usize {
@@ -706,7 +743,7 @@ impl Chain {
     /// `LEVEL` bits narrower than the widest). Cutting the widest first
     /// lets a wide rule that decides (an address block denied) cut the
     /// list short before the narrow ones inside it are cut apart.
-    fn bounds(&self, region: &Region, field: usize, entries: impl Iterator<Item = usize> + Clone, out: &mut Vec<u128>) {
+    fn bounds(&self, region: &Region, field: usize, entries: std::iter::StepBy<Range<usize>>, out: &mut Vec<u128>) {
         let (low, high) = region[field];
         let bit = 1u16 << field;
         let width = |entry: &Entry| -> u32 {
@@ -717,11 +754,23 @@ impl Chain {
                 .max()
                 .unwrap_or(0)
         };
-        let cutting = entries.map(|index| self.stack[index]).filter(|entry| entry.partial & bit != 0);
-        let widest = cutting.clone().map(|entry| width(&entry)).max().unwrap_or(0);
+        let step = entries.clone().nth(1).map_or(1, |second| second - entries.clone().next().unwrap_or(0));
+        let mut widest = 0;
+        for index in entries.clone() {
+            self.prefetch(index + PREFETCH * step, field);
+            let entry = self.stack[index];
+            if entry.partial & bit != 0 {
+                widest = widest.max(width(&entry));
+            }
+        }
         let start = out.len();
         out.push(low);
-        for entry in cutting.filter(|entry| width(entry) + LEVEL >= widest) {
+        for index in entries {
+            self.prefetch(index + PREFETCH * step, field);
+            let entry = self.stack[index];
+            if entry.partial & bit == 0 || width(&entry) + LEVEL < widest {
+                continue;
+            }
             for &(from, to) in self.field(entry.part, field) {
                 if from > low && from <= high {
                     out.push(from);
@@ -766,7 +815,7 @@ impl Chain {
     fn split(&mut self, region: &Region, list: Range<usize>, cut_by: Range<usize>, field: usize, visit: fn(&mut Chain, &Region, Range<usize>) -> Option<()>) -> Option<()> {
         let (cuts_base, ends_base, base) = (self.cuts.len(), self.ends.len(), self.stack.len());
         let mut cuts = std::mem::take(&mut self.cuts);
-        self.bounds(region, field, cut_by, &mut cuts);
+        self.bounds(region, field, cut_by.step_by(1), &mut cuts);
         self.cuts = cuts;
         let count = self.cuts.len() - cuts_base;
         let mut stack = std::mem::take(&mut self.stack);
@@ -783,6 +832,7 @@ impl Chain {
         let mut spanning = 0u32;
         let mut work = 0u64;
         for index in list.clone() {
+            self.prefetch_in(&stack, index + PREFETCH, field);
             let entry = stack[index];
             if entry.partial & bit == 0 {
                 // Goes to every piece: counted once for all.
@@ -849,9 +899,29 @@ impl Chain {
         (self.stack, self.ends) = (stack, ends);
         let mut piece_region = *region;
         let mut start = base;
+        // The first piece with each list that every entry of it includes
+        // in `field` (by a hash of the list).
+        let mut twins: rustc_hash::FxHashMap<u64, Range<usize>> = Default::default();
         for index in 0..count {
             let end = self.ends[ends_base + index] as usize;
             if end > start {
+                let list = &self.stack[start..end];
+                if list.len() >= TWIN && list.iter().all(|entry| entry.partial & bit == 0) {
+                    // A twin of an earlier piece: every rule treats their
+                    // packets alike, so it would teach again what that one
+                    // taught.
+                    let hash = std::hash::BuildHasher::hash_one(&rustc_hash::FxBuildHasher, list);
+                    match twins.entry(hash) {
+                        std::collections::hash_map::Entry::Occupied(first) if self.stack[first.get().clone()] == *list => {
+                            start = end;
+                            continue;
+                        }
+                        std::collections::hash_map::Entry::Occupied(_) => {}
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(start..end);
+                        }
+                    }
+                }
                 piece_region[field] = (self.cuts[cuts_base + index], self.cuts.get(cuts_base + index + 1).map_or(region[field].1, |next| next - 1));
                 visit(self, &piece_region, start..end)?;
             }
