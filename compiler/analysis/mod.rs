@@ -54,7 +54,7 @@ pub struct RuleFacts {
 /// Deterministic, unlike a time limit, so the same policy always gets the
 /// same diagnostics. Each built-in chain of each family has its own (the
 /// second pass spends what the first left). The generated 100,000-rule
-/// benchmark policy spends about 6.6 million on its IPv4 input chain
+/// benchmark policy spends about 5.6 million on its IPv4 input chain
 /// (docs/performance.md).
 pub const BUDGET: u64 = 100_000_000;
 
@@ -67,8 +67,9 @@ pub fn rule_facts(ruleset: &Ruleset) -> Vec<RuleFacts> {
 /// Facts within a budget of steps (see `BUDGET`), `None` when it runs
 /// out. `covered_by` is filled for unreached rules written in the policy,
 /// and for reached ones only when `explain_reached` (a second pass over
-/// the chains). The built-in chains of both families are analysed side by
-/// side, each with a budget of its own, so the answer does not depend on
+/// each chain). The built-in chains of both families are analysed side by
+/// side, each with a budget of its own and each through both passes
+/// without waiting for the others, so the answer does not depend on
 /// their timing.
 pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) -> Option<Vec<RuleFacts>> {
     let families: Vec<(Encoder, flatten::Chains)> = boxes::by_family(ruleset)
@@ -86,7 +87,11 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
         let (family, builtin) = tasks[*task];
         std::cmp::Reverse(families[family].1.get(builtin).map_or(0, Vec::len))
     });
-    // Reach and redundancy at every position of every chain.
+    // Reach and redundancy at every position of every chain, then the
+    // rules that decide the packets of the rules it does not reach (of
+    // every rule, when `explain_reached`). A rule reached in another chain
+    // is asked about too, so that no chain waits for the others; what is
+    // found about it is not used.
     let analysed = parallel::map(&order, |task| {
         let (family, builtin) = tasks[*task];
         let (encoder, chains) = &families[family];
@@ -99,16 +104,22 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
         drop(flat);
         let mut left = budget;
         let found = chain.analyse(&mut left)?;
-        Some((chain, found, left))
+        let rules: Vec<usize> = (0..chain.len()).map(|position| chain.rule(position)).collect();
+        let mut reached = rustc_hash::FxHashSet::default();
+        reached.extend(rules.iter().zip(&found).filter(|(_, found)| found.reachable).map(|(rule, _)| *rule));
+        let wanted: Vec<bool> =
+            rules.iter().map(|rule| ruleset.rules[*rule].origin.derived.is_none() && (explain_reached || !reached.contains(rule))).collect();
+        let deciders = if wanted.contains(&true) { chain.deciders(&wanted, &mut left)? } else { Vec::new() };
+        Some((rules, found, deciders))
     });
-    let mut chains: Vec<Option<(partition::Chain, Vec<partition::Found>, u64)>> = (0..tasks.len()).map(|_| None).collect();
+    let mut chains: Vec<Option<(Vec<usize>, Vec<partition::Found>, Vec<Vec<usize>>)>> = (0..tasks.len()).map(|_| None).collect();
     for (task, analysed) in order.iter().zip(analysed) {
         chains[*task] = Some(analysed?);
     }
     let mut facts = vec![RuleFacts { redundant: true, ..RuleFacts::default() }; ruleset.rules.len()];
-    for (chain, found, _) in chains.iter_mut().flatten() {
-        for (position, found) in std::mem::take(found).into_iter().enumerate() {
-            let fact = &mut facts[chain.rule(position)];
+    for (rules, found, _) in chains.iter_mut().flatten() {
+        for (rule, found) in rules.iter().zip(std::mem::take(found)) {
+            let fact = &mut facts[*rule];
             fact.seen = true;
             fact.reachable |= found.reachable;
             if let Some((redundant, same_as)) = found.redundancy {
@@ -119,35 +130,13 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
             }
         }
     }
-    // The rules that decide the packets of the rules asked about, from the
-    // first chain a rule appears in.
-    let asked: Vec<(usize, Vec<bool>)> = chains
-        .iter()
-        .enumerate()
-        .filter_map(|(task, analysed)| {
-            let (chain, _, _) = analysed.as_ref().expect("every chain analysed");
-            let wanted: Vec<bool> = (0..chain.len())
-                .map(|position| {
-                    let rule = chain.rule(position);
-                    let fact = &facts[rule];
-                    ruleset.rules[rule].origin.derived.is_none() && (!fact.reachable || explain_reached)
-                })
-                .collect();
-            wanted.contains(&true).then_some((task, wanted))
-        })
-        .collect();
-    let chains: Vec<std::sync::Mutex<(partition::Chain, Vec<partition::Found>, u64)>> =
-        chains.into_iter().map(|analysed| std::sync::Mutex::new(analysed.expect("every chain analysed"))).collect();
-    let explained = parallel::map(&asked, |(task, wanted)| {
-        let mut guard = chains[*task].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (chain, _, left) = &mut *guard;
-        chain.deciders(wanted, left)
-    });
-    for ((task, _), deciders) in asked.iter().zip(explained) {
-        let guard = chains[*task].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (position, deciders) in deciders?.into_iter().enumerate() {
-            let fact = &mut facts[guard.0.rule(position)];
-            if fact.covered_by.is_empty() {
+    // The deciders of the rules asked about, from the first chain that
+    // has some.
+    for (rules, _, deciders) in chains.into_iter().flatten() {
+        for (rule, deciders) in rules.into_iter().zip(deciders) {
+            let fact = &mut facts[rule];
+            let asked = ruleset.rules[rule].origin.derived.is_none() && (!fact.reachable || explain_reached);
+            if asked && fact.covered_by.is_empty() {
                 fact.covered_by = deciders;
             }
         }
@@ -159,6 +148,7 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
     }
     Some(facts)
 }
+
 
 fn decides(rule: &Rule) -> bool {
     matches!(rule.target, Target::Accept | Target::Drop | Target::Reject(_))
