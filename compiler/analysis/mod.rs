@@ -200,56 +200,63 @@ pub fn order_checks_within(ruleset: &Ruleset, sources: &Sources, levels: &crate:
     sources_of.sort_unstable_by(|a, b| (a.span, &a.via).cmp(&(b.span, &b.via)));
     let logging: rustc_hash::FxHashSet<Span> =
         ruleset.rules.iter().filter(|rule| matches!(rule.target, Target::Log { .. })).map(|rule| rule.origin.span).collect();
-    let mut diagnostics = Vec::new();
-    for source in &sources_of {
-        let seen: Vec<usize> = source.rules.iter().copied().filter(|index| facts[*index].seen).collect();
-        if seen.is_empty() {
-            continue;
-        }
-        let shadowed = seen.iter().all(|index| !facts[*index].reachable);
-        if !shadowed && levels.enabled(Code::ConflictingRules) {
-            // Reached, but earlier rules with another verdict take part of
-            // its packets: which rule wins depends on the order.
-            let first = &ruleset.rules[source.rules[0]];
-            let others: Vec<usize> = dedup_sources(
-                ruleset,
-                seen.iter().flat_map(|index| facts[*index].covered_by.iter().copied()).filter(|other| {
-                    ruleset.rules[*other].target != first.target && ruleset.rules[*other].origin.span != source.span
-                }),
-            );
-            if decides(first) && !others.is_empty() {
-                let (primary, _) = report_span(sources, source.span, &source.via);
-                let mut diagnostic = Diagnostic::new(
-                    Code::ConflictingRules,
-                    "this rule overlaps earlier rules that decide differently: order decides",
-                )
-                .primary(primary, format!("{} the rest", verdict_word(&first.target)));
-                for other in others.iter().take(4) {
-                    let rule = &ruleset.rules[*other];
-                    let (span, _) = report_span(sources, rule.origin.span, &rule.origin.via);
-                    diagnostic = diagnostic.secondary(span, format!("{} some of the same packets first", verdict_word(&rule.target)));
-                }
-                diagnostics.push(diagnostic.note("fine for an exception before its general rule; otherwise make the rules disjoint"));
-            }
-        }
-        if shadowed {
-            let covering: Vec<usize> = dedup_sources(ruleset, seen.iter().flat_map(|index| facts[*index].covered_by.iter().copied()));
-            diagnostics.push(shadowed_diagnostic(ruleset, sources, source, &covering));
-            continue;
-        }
-        let deciding: Vec<usize> = seen.iter().copied().filter(|index| decides(&ruleset.rules[*index])).collect();
-        // A rule that logs does something even when its verdict is redundant.
-        let logs = logging.contains(&source.span);
-        if !logs && !deciding.is_empty() && deciding.iter().all(|index| facts[*index].redundant) {
-            let same: Vec<usize> = dedup_sources(ruleset, deciding.iter().flat_map(|index| facts[*index].same_as.iter().copied()));
-            // Two copies of a rule: the second is the shadowed finding; do not
-            // also call the first redundant because of it.
-            if !same.is_empty() && same.iter().all(|index| !facts[*index].reachable) {
+    // The findings, written on every core in chunks of the rules, joined in
+    // order.
+    let chunks: Vec<&[SourceRule]> = sources_of.chunks(sources_of.len().div_ceil(4 * parallel::threads()).max(1024)).collect();
+    let found = parallel::map(&chunks, |chunk| {
+        let mut diagnostics = Vec::new();
+        for source in *chunk {
+            let seen: Vec<usize> = source.rules.iter().copied().filter(|index| facts[*index].seen).collect();
+            if seen.is_empty() {
                 continue;
             }
-            diagnostics.push(redundant_diagnostic(ruleset, sources, source, &same));
+            let shadowed = seen.iter().all(|index| !facts[*index].reachable);
+            if !shadowed && levels.enabled(Code::ConflictingRules) {
+                // Reached, but earlier rules with another verdict take part of
+                // its packets: which rule wins depends on the order.
+                let first = &ruleset.rules[source.rules[0]];
+                let others: Vec<usize> = dedup_sources(
+                    ruleset,
+                    seen.iter().flat_map(|index| facts[*index].covered_by.iter().copied()).filter(|other| {
+                        ruleset.rules[*other].target != first.target && ruleset.rules[*other].origin.span != source.span
+                    }),
+                );
+                if decides(first) && !others.is_empty() {
+                    let (primary, _) = report_span(sources, source.span, &source.via);
+                    let mut diagnostic = Diagnostic::new(
+                        Code::ConflictingRules,
+                        "this rule overlaps earlier rules that decide differently: order decides",
+                    )
+                    .primary(primary, format!("{} the rest", verdict_word(&first.target)));
+                    for other in others.iter().take(4) {
+                        let rule = &ruleset.rules[*other];
+                        let (span, _) = report_span(sources, rule.origin.span, &rule.origin.via);
+                        diagnostic = diagnostic.secondary(span, format!("{} some of the same packets first", verdict_word(&rule.target)));
+                    }
+                    diagnostics.push(diagnostic.note("fine for an exception before its general rule; otherwise make the rules disjoint"));
+                }
+            }
+            if shadowed {
+                let covering: Vec<usize> = dedup_sources(ruleset, seen.iter().flat_map(|index| facts[*index].covered_by.iter().copied()));
+                diagnostics.push(shadowed_diagnostic(ruleset, sources, source, &covering));
+                continue;
+            }
+            let deciding: Vec<usize> = seen.iter().copied().filter(|index| decides(&ruleset.rules[*index])).collect();
+            // A rule that logs does something even when its verdict is redundant.
+            let logs = logging.contains(&source.span);
+            if !logs && !deciding.is_empty() && deciding.iter().all(|index| facts[*index].redundant) {
+                let same: Vec<usize> = dedup_sources(ruleset, deciding.iter().flat_map(|index| facts[*index].same_as.iter().copied()));
+                // Two copies of a rule: the second is the shadowed finding; do not
+                // also call the first redundant because of it.
+                if !same.is_empty() && same.iter().all(|index| !facts[*index].reachable) {
+                    continue;
+                }
+                diagnostics.push(redundant_diagnostic(ruleset, sources, source, &same));
+            }
         }
-    }
+        diagnostics
+    });
+    let diagnostics: Vec<Diagnostic> = found.into_iter().flatten().collect();
     diagnostics
 }
 
