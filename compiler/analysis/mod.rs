@@ -72,13 +72,12 @@ pub fn rule_facts(ruleset: &Ruleset) -> Vec<RuleFacts> {
 /// without waiting for the others, so the answer does not depend on
 /// their timing.
 pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) -> Option<Vec<RuleFacts>> {
-    let families: Vec<(Encoder, flatten::Chains)> = boxes::by_family(ruleset)
-        .into_iter()
-        .map(|(family, indices)| {
-            let filter: Vec<&Rule> = indices.iter().map(|index| &ruleset.rules[*index]).filter(|rule| rule.table == Table::Filter).collect();
-            (Encoder::new(family, &filter), flatten::chains(ruleset, family))
-        })
-        .collect();
+    // Each family's encoder and chains, found side by side.
+    let by_family: Vec<(Family, Vec<usize>)> = boxes::by_family(ruleset).into_iter().collect();
+    let families: Vec<(Encoder, flatten::Chains)> = parallel::map(&by_family, |(family, indices)| {
+        let filter: Vec<&Rule> = indices.iter().map(|index| &ruleset.rules[*index]).filter(|rule| rule.table == Table::Filter).collect();
+        (Encoder::new(*family, &filter), flatten::chains(ruleset, *family))
+    });
     let builtins = [ChainRef::Input, ChainRef::Forward, ChainRef::Output];
     let tasks: Vec<(usize, &ChainRef)> = (0..families.len()).flat_map(|family| builtins.iter().map(move |builtin| (family, builtin))).collect();
     // The longest chains first, so that the cores finish together.
