@@ -212,16 +212,19 @@ fn address_classes(
         Some(blocks) => blocks.iter().filter(|net| Family::of(net) == family).map(bounds).collect(),
         None => vec![(0, max)],
     };
-    let mut cuts = BTreeSet::new();
+    // Sorted once: a large policy has tens of thousands.
+    let mut cuts = Vec::new();
     for rule in rules {
         if let Some(net) = field(&rule.matches) {
             let (low, high) = bounds(&net.value);
-            cuts.insert(low);
+            cuts.push(low);
             if high < max {
-                cuts.insert(high + 1);
+                cuts.push(high + 1);
             }
         }
     }
+    cuts.sort_unstable();
+    cuts.dedup();
     // Any member stands for its class; prefer a documentation address
     // (RFC 5737, RFC 3849) so counterexamples read like examples.
     let preferred = match family {
@@ -231,7 +234,7 @@ fn address_classes(
     let mut points = Vec::new();
     for (low, high) in allowed {
         let starts: Vec<u128> =
-            std::iter::once(low).chain(cuts.range(low..=high).copied().filter(|cut| *cut != low)).collect();
+            std::iter::once(low).chain(between(&cuts, low, high).iter().copied().filter(|cut| *cut != low)).collect();
         for (index, start) in starts.iter().enumerate() {
             let end = starts.get(index + 1).map_or(high, |next| next - 1);
             points.push(representative(*start, end, preferred));
@@ -241,6 +244,11 @@ fn address_classes(
     points.dedup();
     prefer_first(&mut points, preferred);
     points.into_iter().map(|number| from_number(family, number)).collect()
+}
+
+/// The sorted values from `low` to `high`.
+fn between<T: Ord>(sorted: &[T], low: T, high: T) -> &[T] {
+    &sorted[sorted.partition_point(|value| *value < low)..sorted.partition_point(|value| *value <= high)]
 }
 
 /// Examples are the first packets enumerated: show the readable one first.
@@ -267,22 +275,24 @@ fn port_classes(
     within: Option<&[PortRange]>,
     field: impl Fn(&Matches) -> Option<&Match<Vec<PortRange>>>,
 ) -> Vec<u16> {
-    let mut cuts = BTreeSet::from([1024u16]);
+    let mut cuts = vec![1024u16];
     for rule in rules {
         if let Some(ports) = field(&rule.matches) {
             for range in &ports.value {
-                cuts.insert(range.low);
+                cuts.push(range.low);
                 if range.high < u16::MAX {
-                    cuts.insert(range.high + 1);
+                    cuts.push(range.high + 1);
                 }
             }
         }
     }
+    cuts.sort_unstable();
+    cuts.dedup();
     let allowed = within.map_or_else(|| vec![PortRange { low: 0, high: u16::MAX }], <[PortRange]>::to_vec);
     let mut points = Vec::new();
     for range in allowed {
         let starts: Vec<u16> = std::iter::once(range.low)
-            .chain(cuts.range(range.low..=range.high).copied().filter(|cut| *cut != range.low))
+            .chain(between(&cuts, range.low, range.high).iter().copied().filter(|cut| *cut != range.low))
             .collect();
         for (index, start) in starts.iter().enumerate() {
             let end = starts.get(index + 1).map_or(range.high, |next| next - 1);
