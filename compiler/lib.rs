@@ -100,6 +100,12 @@ pub fn compile_with(
     let mut sources = Sources::new();
     let mut diagnostics = Vec::new();
     let lowered = lower::lower(&mut sources, fs, root, params, &mut diagnostics)?;
+    // Checks whose every code is switched off (`-A CODE`) do not run.
+    let skipped: Vec<Code> = [Check::Order, Check::Host]
+        .iter()
+        .filter(|check| !check.codes().iter().any(|code| options.levels.enabled(*code)))
+        .flat_map(|check| check.codes().iter().copied())
+        .collect();
     if !diagnostics.iter().any(Diagnostic::is_error) {
         let mut context = host_context(&lowered);
         context.stdlib_files = (0..sources.files().len())
@@ -108,7 +114,8 @@ pub fn compile_with(
         // The host checks (the evaluator) and the order analysis are
         // independent: the host checks take a core the analysis leaves
         // idle at times. Their findings come in the same order either way.
-        let found = parallel::map(&[Check::Order, Check::Host], |check| match check {
+        let checks: Vec<Check> = [Check::Order, Check::Host].into_iter().filter(|check| !skipped.contains(&check.codes()[0])).collect();
+        let found = parallel::map(&checks, |check| match check {
             Check::Order => analysis::order_checks(&lowered.ruleset, &sources, &options.levels),
             Check::Host => analysis::host_checks(&lowered.ruleset, &context),
         });
@@ -116,7 +123,7 @@ pub fn compile_with(
         analysis::drop_gaps_of_shadowed(&mut diagnostics);
         diagnostics.extend(analysis::unused_checks(&lowered, &sources));
     }
-    apply_ignores(&lowered, &mut diagnostics);
+    apply_ignores(&lowered, &mut diagnostics, &skipped);
     options.levels.apply(&mut diagnostics);
     Ok(Compilation { sources, diagnostics, lowered })
 }
@@ -125,6 +132,16 @@ pub fn compile_with(
 enum Check {
     Order,
     Host,
+}
+
+impl Check {
+    /// The codes a check reports.
+    fn codes(&self) -> &'static [Code] {
+        match self {
+            Check::Order => &[Code::ShadowedRule, Code::RedundantRule, Code::ConflictingRules],
+            Check::Host => &[Code::Lockout, Code::NoNeighbourDiscovery, Code::UnusedChain, Code::ReturnPath, Code::Ipv6Gap, Code::Ipv4Gap],
+        }
+    }
 }
 
 fn host_context(lowered: &lower::Lowered) -> analysis::HostContext {
@@ -145,8 +162,10 @@ fn host_context(lowered: &lower::Lowered) -> analysis::HostContext {
 
 /// `ignore CODE "reason"` silences a warning everywhere; `ignore CODE` on
 /// a rule silences it for warnings about that rule. Errors stay. An
-/// `ignore` that silences nothing is itself a warning.
-fn apply_ignores(lowered: &lower::Lowered, diagnostics: &mut Vec<Diagnostic>) {
+/// `ignore` that silences nothing is itself a warning, unless the check
+/// of its code did not run (`skipped`).
+fn apply_ignores(lowered: &lower::Lowered, diagnostics: &mut Vec<Diagnostic>, skipped: &[Code]) {
+    let checked = |name: &str| Code::from_name(name).is_some_and(|code| !skipped.contains(&code));
     let mut global_used = vec![false; lowered.ignores.len()];
     let mut rule_used = vec![false; lowered.rule_ignores.len()];
     diagnostics.retain(|diagnostic| {
@@ -173,7 +192,7 @@ fn apply_ignores(lowered: &lower::Lowered, diagnostics: &mut Vec<Diagnostic>) {
         !silenced
     });
     for (ignore, used) in lowered.ignores.iter().zip(global_used) {
-        if !used && Code::from_name(&ignore.code.value).is_some() {
+        if !used && checked(&ignore.code.value) {
             diagnostics.push(
                 Diagnostic::new(Code::UnusedIgnore, format!("`ignore {}` silences nothing", ignore.code.value))
                     .primary(ignore.code.span, "no such warning in this policy")
@@ -182,7 +201,7 @@ fn apply_ignores(lowered: &lower::Lowered, diagnostics: &mut Vec<Diagnostic>) {
         }
     }
     for ((rule, codes), used) in lowered.rule_ignores.iter().zip(rule_used) {
-        if !used && codes.iter().all(|code| Code::from_name(code).is_some()) {
+        if !used && codes.iter().all(|code| checked(code)) {
             diagnostics.push(
                 Diagnostic::new(Code::UnusedIgnore, format!("`ignore {}` on this rule silences nothing", codes.join(", ")))
                     .primary(*rule, "no such warning about this rule")

@@ -94,3 +94,39 @@ fn build_stats_count_rules_before_and_after_consolidation() {
     assert!(sets.lines().all(|line| line.starts_with('#')), "no sets without consolidation:\n{sets}");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// A check whose every code is switched off does not run, and an `ignore`
+/// of one of its codes is then not called unused: nobody can tell.
+#[test]
+fn switched_off_checks_do_not_run_and_their_ignores_stay_quiet() {
+    let directory = std::env::temp_dir().join(format!("fwc-cli-ignores-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temporary directory");
+    let policy = directory.join("p.fw");
+    std::fs::write(
+        &policy,
+        "policy in drop\npolicy out drop\nignore lockout \"no sshd here\"\nuse icmpv6\nallow in tcp 80 stateful\nallow in tcp 80 from 198.18.0.1 stateful ignore shadowed-rule\n",
+    )
+    .expect("policy written");
+    let path = policy.to_str().expect("utf-8 path");
+    // Both ignores silence something.
+    let (code, _, stderr) = fwc(&["check", path]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    // The host checks off: the lockout ignore is not called unused.
+    let host_off = ["-A", "lockout", "-A", "no-neighbour-discovery", "-A", "unused-chain", "-A", "return-path", "-A", "ipv6-gap", "-A", "ipv4-gap"];
+    let (code, _, stderr) = fwc(&[&["check", path][..], &host_off].concat());
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    // The order analysis off: nor is the rule's.
+    let (code, _, stderr) = fwc(&["check", path, "-A", "shadowed-rule", "-A", "redundant-rule"]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    // With one of its codes still on, a check runs, and an ignore that
+    // silences nothing is reported.
+    let (code, _, stderr) = fwc(&[&["check", path][..], &host_off[..10]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.is_empty(), "ipv4-gap is on, the host checks run, the lockout ignore is used: {stderr}");
+    std::fs::write(&policy, "policy in drop\nignore lockout \"no sshd here\"\nuse ssh-in\nuse icmpv6\n").expect("policy written");
+    let (_, _, stderr) = fwc(&["check", path]);
+    assert!(stderr.contains("warning[unused-ignore]"), "{stderr}");
+    let (_, _, stderr) = fwc(&[&["check", path][..], &host_off].concat());
+    assert!(!stderr.contains("unused-ignore"), "{stderr}");
+    std::fs::remove_dir_all(&directory).ok();
+}
