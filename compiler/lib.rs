@@ -114,12 +114,18 @@ pub fn compile_with(
         // The host checks (the evaluator) and the order analysis are
         // independent: the host checks take a core the analysis leaves
         // idle at times. Their findings come in the same order either way.
-        let checks: Vec<Check> = [Check::Order, Check::Host].into_iter().filter(|check| !skipped.contains(&check.codes()[0])).collect();
-        let found = parallel::map(&checks, |check| match check {
-            Check::Order => analysis::order_checks(&lowered.ruleset, &sources, &options.levels),
-            Check::Host => analysis::host_checks(&lowered.ruleset, &context),
-        });
-        diagnostics.extend(found.into_iter().flatten());
+        // The host checks ask their questions of the chains the order
+        // analysis built, when it ran.
+        let runs = |check: Check| !skipped.contains(&check.codes()[0]);
+        let (order, built) = if runs(Check::Order) {
+            analysis::order_checks_keeping(&lowered.ruleset, &sources, &options.levels, analysis::BUDGET)
+        } else {
+            (Vec::new(), analysis::Built::default())
+        };
+        diagnostics.extend(order);
+        if runs(Check::Host) {
+            diagnostics.extend(analysis::host_checks(&lowered.ruleset, &context, built));
+        }
         analysis::drop_gaps_of_shadowed(&mut diagnostics);
         diagnostics.extend(analysis::unused_checks(&lowered, &sources));
     }
@@ -128,7 +134,8 @@ pub fn compile_with(
     Ok(Compilation { sources, diagnostics, lowered })
 }
 
-/// The checks of a compiled policy that run side by side.
+/// The checks of a compiled policy.
+#[derive(Clone, Copy)]
 enum Check {
     Order,
     Host,

@@ -201,6 +201,11 @@ impl Encoder {
         Encoder { maxima, interfaces, macs }
     }
 
+    /// The code of an interface named exactly in some rule.
+    pub fn interface_code(&self, name: &str) -> Option<u128> {
+        self.interfaces.iter().position(|known| known == name).map(|code| code as u128)
+    }
+
     pub fn universe(&self) -> PacketBox {
         let mut fields: [Intervals; FIELDS] = Default::default();
         for (field, max) in self.maxima.iter().enumerate() {

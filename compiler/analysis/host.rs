@@ -1,10 +1,12 @@
-//! Checks about the host as a whole, answered with the evaluator: can an
-//! administrator still get in, can IPv6 neighbours still find the host, do
-//! replies get back, is every chain used.
+//! Checks about the host as a whole: can an administrator still get in,
+//! can IPv6 neighbours still find the host, do replies get back, is every
+//! chain used. Each question is answered exactly over the flattened
+//! chains the order analysis cuts into regions (`accepts_some`).
 
+use super::boxes::{DESTINATION, DESTINATION_PORT, ICMP_TYPE, IN_INTERFACE, OUT_INTERFACE, PROTOCOL, SOURCE, SOURCE_PORT, STATE};
+use super::partition::{self, Region};
 use crate::diagnostics::{Code, Diagnostic};
-use crate::eval::space::{self, Constraint};
-use crate::eval::{Decision, Program};
+use crate::eval::space::Constraint;
 use crate::ir::*;
 use crate::source::Span;
 use crate::syntax::ast::{ConnectionState, Direction};
@@ -22,27 +24,144 @@ pub struct HostContext {
     pub ssh_port: Option<(u16, Span)>,
 }
 
-/// Whether any packet the constraint covers is allowed. When the space is
-/// too large to enumerate, assumes it is (the checks then stay quiet).
-fn any_allowed(program: &Program, direction: Direction, constraint: &Constraint) -> bool {
-    let mut allowed = false;
-    let mut checked = 0usize;
-    let complete = space::for_each_packet(program.ruleset, direction, constraint, |packet| {
-        checked += 1;
-        allowed = program.evaluate(packet).decision == Decision::Accept;
-        !allowed && checked < PER_QUESTION
-    });
-    allowed || complete.is_err() || checked >= PER_QUESTION
+/// The built-in chains the host checks ask about, each built the first
+/// time it is asked about.
+struct Chains<'a> {
+    ruleset: &'a Ruleset,
+    /// Each chain with the code of the loopback interface in it.
+    built: Vec<((Family, Direction), partition::Chain, Option<u128>)>,
 }
 
-/// Packets one question may evaluate before the answer is taken as "yes".
-const PER_QUESTION: usize = 5_000;
+impl Chains<'_> {
+    fn get(&mut self, family: Family, direction: Direction) -> (&mut partition::Chain, Option<u128>) {
+        let index = match self.built.iter().position(|(key, _, _)| *key == (family, direction)) {
+            Some(index) => index,
+            None => {
+                let builtin = match direction {
+                    Direction::In => ChainRef::Input,
+                    Direction::Out => ChainRef::Output,
+                    Direction::Forward => ChainRef::Forward,
+                };
+                let (chain, loopback) = super::chain_of(self.ruleset, family, &builtin);
+                self.built.push(((family, direction), chain, loopback));
+                self.built.len() - 1
+            }
+        };
+        let (_, chain, loopback) = &mut self.built[index];
+        (chain, *loopback)
+    }
+}
+
+fn direction_of(builtin: &ChainRef) -> Direction {
+    match builtin {
+        ChainRef::Output => Direction::Out,
+        ChainRef::Forward => Direction::Forward,
+        _ => Direction::In,
+    }
+}
+
+/// Whether any packet the constraint covers is allowed, exactly, over the
+/// flattened chains (as the order analysis sees them; limits taken as not
+/// exceeded, as the evaluator takes them). Packets on the loopback
+/// interface are left out: they come from the host itself, as in the
+/// evaluator's classes. When a question takes too long to answer,
+/// assumes it is (the checks then stay quiet).
+fn any_allowed(chains: &mut Chains, direction: Direction, constraint: &Constraint) -> bool {
+    debug_assert!(constraint.in_interface.is_none() && constraint.out_interface.is_none(), "no host check names an interface");
+    for family in constraint.families.clone().unwrap_or_else(|| Family::BOTH.to_vec()) {
+        let (chain, loopback) = chains.get(family, direction);
+        let mut regions = regions(chain.whole(), family, constraint);
+        if let Some(loopback) = loopback {
+            let fields: &[usize] = match direction {
+                Direction::In => &[IN_INTERFACE],
+                Direction::Out => &[OUT_INTERFACE],
+                Direction::Forward => &[IN_INTERFACE, OUT_INTERFACE],
+            };
+            for field in fields {
+                let (low, high) = chain.whole()[*field];
+                let others = [(low, loopback.wrapping_sub(1)), (loopback + 1, high)].into_iter().filter(|(low, high)| low <= high && *high <= chain.whole()[*field].1);
+                regions = narrowed(&regions, *field, others);
+            }
+        }
+        for region in regions {
+            if chain.accepts_some(&region, PER_QUESTION) != Some(false) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The packets of one family a constraint covers, as regions of the
+/// family's packet space (a union: one region per block and port range).
+fn regions(whole: Region, family: Family, constraint: &Constraint) -> Vec<Region> {
+    let mut region = whole;
+    if let Some(protocol) = constraint.protocol {
+        region[PROTOCOL] = (u128::from(protocol), u128::from(protocol));
+    }
+    if let Some(kind) = constraint.icmp_type {
+        region[ICMP_TYPE] = (u128::from(kind), u128::from(kind));
+    }
+    if let Some(state) = constraint.state {
+        let bit = match state {
+            ConnectionState::New => States::NEW,
+            ConnectionState::Established => States::ESTABLISHED,
+            ConnectionState::Related => States::RELATED,
+            ConnectionState::Invalid => States::INVALID,
+            ConnectionState::Untracked => States::UNTRACKED,
+        };
+        let code = u128::from(bit.0.trailing_zeros());
+        region[STATE] = (code, code);
+    }
+    let mut regions = vec![region];
+    for (field, ports) in [(SOURCE_PORT, &constraint.source_ports), (DESTINATION_PORT, &constraint.destination_ports)] {
+        if let Some(ports) = ports {
+            let ranges = ports.iter().map(|range| (u128::from(range.low), u128::from(range.high)));
+            regions = narrowed(&regions, field, ranges);
+        }
+    }
+    for (field, blocks) in [(SOURCE, &constraint.sources), (DESTINATION, &constraint.destinations)] {
+        if let Some(blocks) = blocks {
+            let ranges = blocks.iter().filter(|block| Family::of(block) == family).map(|block| (number(block.network()), number(block.broadcast())));
+            regions = narrowed(&regions, field, ranges);
+        }
+    }
+    regions
+}
+
+/// Each region narrowed in `field` to each of the ranges.
+fn narrowed(regions: &[Region], field: usize, ranges: impl Iterator<Item = (u128, u128)> + Clone) -> Vec<Region> {
+    regions
+        .iter()
+        .flat_map(|region| {
+            ranges.clone().map(move |range| {
+                let mut narrowed = *region;
+                narrowed[field] = range;
+                narrowed
+            })
+        })
+        .collect()
+}
+
+fn number(address: std::net::IpAddr) -> u128 {
+    match address {
+        std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        std::net::IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// Steps (see `crate::analysis::BUDGET`) one question may take before the
+/// answer is taken as "yes".
+const PER_QUESTION: u64 = 10_000_000;
 
 /// Rules the per-rule checks (return path, family gaps) look at, at most.
 const PER_RULE_CHECKS: usize = 500;
 
-pub fn host_checks(ruleset: &Ruleset, context: &HostContext) -> Vec<Diagnostic> {
-    let program = Program::new(ruleset);
+/// The host checks; `built` holds the chains the order analysis built, if
+/// it ran (the others are built when asked about).
+pub fn host_checks(ruleset: &Ruleset, context: &HostContext, built: super::Built) -> Vec<Diagnostic> {
+    let built = built.0.into_iter().map(|((family, builtin), chain, loopback)| ((family, direction_of(&builtin)), chain, loopback)).collect();
+    let mut chains = Chains { ruleset, built };
     let mut diagnostics = Vec::new();
 
     // lockout: under `policy in drop`, a new SSH connection must get in
@@ -55,7 +174,7 @@ pub fn host_checks(ruleset: &Ruleset, context: &HostContext) -> Vec<Diagnostic> 
             state: Some(ConnectionState::New),
             ..Constraint::default()
         };
-        if !any_allowed(&program, Direction::In, &constraint) {
+        if !any_allowed(&mut chains, Direction::In, &constraint) {
             let span = context.input_policy.or(context.ssh_port.map(|(_, span)| span));
             let mut diagnostic = Diagnostic::new(
                 Code::Lockout,
@@ -97,8 +216,8 @@ pub fn host_checks(ruleset: &Ruleset, context: &HostContext) -> Vec<Diagnostic> 
                     let with_state = |state| Constraint { state: Some(state), ..constraint.clone() };
                     // Neighbour discovery is not connection-tracked, but
                     // accept a policy that lets it in as new as well.
-                    !any_allowed(&program, direction, &constraint)
-                        && !any_allowed(&program, direction, &with_state(ConnectionState::New))
+                    !any_allowed(&mut chains, direction, &constraint)
+                        && !any_allowed(&mut chains, direction, &with_state(ConnectionState::New))
                 })
                 .map(|(_, name)| name)
                 .collect();
@@ -122,8 +241,8 @@ pub fn host_checks(ruleset: &Ruleset, context: &HostContext) -> Vec<Diagnostic> 
 
     // Per-rule questions are bounded so large policies still build fast.
     if ruleset.rules.len() <= PER_RULE_CHECKS {
-        diagnostics.extend(return_paths(ruleset, &program, context));
-        diagnostics.extend(family_gaps(ruleset, &program, context));
+        diagnostics.extend(return_paths(ruleset, &mut chains, context));
+        diagnostics.extend(family_gaps(ruleset, &mut chains, context));
     }
 
     // unused chains, and chains jumped to that hold nothing.
@@ -185,7 +304,7 @@ fn plain_allows<'a>(ruleset: &'a Ruleset, context: &HostContext) -> Vec<&'a Rule
 }
 
 /// return-path: an allow without `stateful` whose replies nothing lets back.
-fn return_paths(ruleset: &Ruleset, program: &Program, context: &HostContext) -> Vec<Diagnostic> {
+fn return_paths(ruleset: &Ruleset, chains: &mut Chains, context: &HostContext) -> Vec<Diagnostic> {
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
     let mut reported: HashSet<Span> = HashSet::new();
     for rule in plain_allows(ruleset, context) {
@@ -205,7 +324,7 @@ fn return_paths(ruleset: &Ruleset, program: &Program, context: &HostContext) -> 
             state: Some(ConnectionState::Established),
             ..Constraint::default()
         };
-        if !any_allowed(program, reply_direction, &constraint) {
+        if !any_allowed(chains, reply_direction, &constraint) {
             reported.insert(rule.origin.span);
             diagnostics.push(
                 Diagnostic::new(Code::ReturnPath, "the replies to this flow are dropped")
@@ -219,7 +338,7 @@ fn return_paths(ruleset: &Ruleset, program: &Program, context: &HostContext) -> 
 
 /// ipv6-gap / ipv4-gap: a service opened over one family only, in a
 /// policy that is otherwise dual-stack, unless narrowed with `ipv4`/`ipv6`.
-fn family_gaps(ruleset: &Ruleset, program: &Program, context: &HostContext) -> Vec<Diagnostic> {
+fn family_gaps(ruleset: &Ruleset, chains: &mut Chains, context: &HostContext) -> Vec<Diagnostic> {
     let user_family = |family: Family| {
         ruleset.rules.iter().any(|rule| {
             rule.family == family && rule.origin.derived.is_none() && !context.stdlib_files.contains(&rule.origin.span.file)
@@ -264,7 +383,7 @@ fn family_gaps(ruleset: &Ruleset, program: &Program, context: &HostContext) -> V
             state: Some(ConnectionState::New),
             ..Constraint::default()
         };
-        if any_allowed(program, Direction::In, &constraint) {
+        if any_allowed(chains, Direction::In, &constraint) {
             continue;
         }
         reported.insert(rule.origin.span);

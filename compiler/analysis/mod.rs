@@ -72,6 +72,17 @@ pub fn rule_facts(ruleset: &Ruleset) -> Vec<RuleFacts> {
 /// without waiting for the others, so the answer does not depend on
 /// their timing.
 pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) -> Option<Vec<RuleFacts>> {
+    facts_and_chains(ruleset, budget, explain_reached).0
+}
+
+/// The built-in chains of both families as the order analysis built them,
+/// each with the code of the loopback interface if a rule names it: the
+/// host checks ask their questions of them.
+#[derive(Default)]
+pub struct Built(Vec<((Family, ChainRef), partition::Chain, Option<u128>)>);
+
+/// `rule_facts_within`, and the chains it built.
+fn facts_and_chains(ruleset: &Ruleset, budget: u64, explain_reached: bool) -> (Option<Vec<RuleFacts>>, Built) {
     // Each family's encoder and chains, found side by side.
     let by_family: Vec<(Family, Vec<usize>)> = boxes::by_family(ruleset).into_iter().collect();
     let families: Vec<(Encoder, flatten::Chains)> = parallel::map(&by_family, |(family, indices)| {
@@ -102,18 +113,29 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
         let mut chain = partition::Chain::new(ruleset, &flat, &policy, encoder);
         drop(flat);
         let mut left = budget;
-        let found = chain.analyse(&mut left)?;
-        let rules: Vec<usize> = (0..chain.len()).map(|position| chain.rule(position)).collect();
-        let mut reached = rustc_hash::FxHashSet::default();
-        reached.extend(rules.iter().zip(&found).filter(|(_, found)| found.reachable).map(|(rule, _)| *rule));
-        let wanted: Vec<bool> =
-            rules.iter().map(|rule| ruleset.rules[*rule].origin.derived.is_none() && (explain_reached || !reached.contains(rule))).collect();
-        let deciders = if wanted.contains(&true) { chain.deciders(&wanted, &mut left)? } else { Vec::new() };
-        Some((rules, found, deciders))
+        let analysed = (|| {
+            let found = chain.analyse(&mut left)?;
+            let rules: Vec<usize> = (0..chain.len()).map(|position| chain.rule(position)).collect();
+            let mut reached = rustc_hash::FxHashSet::default();
+            reached.extend(rules.iter().zip(&found).filter(|(_, found)| found.reachable).map(|(rule, _)| *rule));
+            let wanted: Vec<bool> =
+                rules.iter().map(|rule| ruleset.rules[*rule].origin.derived.is_none() && (explain_reached || !reached.contains(rule))).collect();
+            let deciders = if wanted.contains(&true) { chain.deciders(&wanted, &mut left)? } else { Vec::new() };
+            Some((rules, found, deciders))
+        })();
+        (((by_family[family].0, builtin.clone()), chain, encoder.interface_code("lo")), analysed)
     });
+    let mut built = Vec::new();
     let mut chains: Vec<Option<(Vec<usize>, Vec<partition::Found>, Vec<Vec<usize>>)>> = (0..tasks.len()).map(|_| None).collect();
-    for (task, analysed) in order.iter().zip(analysed) {
-        chains[*task] = Some(analysed?);
+    let mut finished = true;
+    for (task, (chain, analysed)) in order.iter().zip(analysed) {
+        built.push(chain);
+        finished &= analysed.is_some();
+        chains[*task] = analysed;
+    }
+    let built = Built(built);
+    if !finished {
+        return (None, built);
     }
     let mut facts = vec![RuleFacts { redundant: true, ..RuleFacts::default() }; ruleset.rules.len()];
     for (rules, found, _) in chains.iter_mut().flatten() {
@@ -145,9 +167,24 @@ pub fn rule_facts_within(ruleset: &Ruleset, budget: u64, explain_reached: bool) 
             fact.redundant = false;
         }
     }
-    Some(facts)
+    (Some(facts), built)
 }
 
+
+/// One built-in chain of one family, flattened and encoded, for
+/// questions about its packets (the host checks), and the code of the
+/// loopback interface if a rule names it.
+fn chain_of(ruleset: &Ruleset, family: Family, builtin: &ChainRef) -> (partition::Chain, Option<u128>) {
+    let filter: Vec<&Rule> = ruleset.rules.iter().filter(|rule| rule.family == family && rule.table == Table::Filter).collect();
+    let encoder = Encoder::new(family, &filter);
+    let chains = flatten::chains(ruleset, family);
+    let flat = flatten::flatten(ruleset, &encoder, &chains, builtin);
+    let policy = match ruleset.policies.of(builtin).expect("built-in") {
+        Verdict::Accept => Target::Accept,
+        Verdict::Drop => Target::Drop,
+    };
+    (partition::Chain::new(ruleset, &flat, &policy, &encoder), encoder.interface_code("lo"))
+}
 
 fn decides(rule: &Rule) -> bool {
     matches!(rule.target, Target::Accept | Target::Drop | Target::Reject(_))
@@ -167,19 +204,24 @@ pub fn order_checks(ruleset: &Ruleset, sources: &Sources, levels: &crate::Levels
 
 /// `order_checks` with a budget of its own (tests use a small one).
 pub fn order_checks_within(ruleset: &Ruleset, sources: &Sources, levels: &crate::Levels, budget: u64) -> Vec<Diagnostic> {
+    order_checks_keeping(ruleset, sources, levels, budget).0
+}
+
+/// `order_checks_within`, and the chains it built, for the host checks.
+pub fn order_checks_keeping(ruleset: &Ruleset, sources: &Sources, levels: &crate::Levels, budget: u64) -> (Vec<Diagnostic>, Built) {
     let filter_rules = ruleset.rules.iter().filter(|rule| rule.table == Table::Filter).count();
     if !levels.enabled(Code::ShadowedRule) && !levels.enabled(Code::RedundantRule) && !levels.enabled(Code::ConflictingRules) {
-        return Vec::new();
+        return (Vec::new(), Built::default());
     }
-    let facts = rule_facts_within(ruleset, budget, levels.enabled(Code::ConflictingRules));
+    let (facts, built) = facts_and_chains(ruleset, budget, levels.enabled(Code::ConflictingRules));
     let Some(facts) = facts else {
-        return vec![Diagnostic::new(
+        return (vec![Diagnostic::new(
             Code::AnalysisIncomplete,
             format!(
                 "the order analysis did not finish ({filter_rules} kernel rules; limit {budget} steps): shadowed and redundant rules are not reported"
             ),
         )
-        .note("rules that cross each other in several fields (ranges that overlap without one holding the other) cut the packets into very many regions, which makes the exact analysis expensive; fwc test still checks every expectation")];
+        .note("rules that cross each other in several fields (ranges that overlap without one holding the other) cut the packets into very many regions, which makes the exact analysis expensive; fwc test still checks every expectation")], built);
     };
     // The IR rules of each source rule (a rule from a stdlib module once
     // per `use` that brought it in), in the order of the source.
@@ -255,8 +297,7 @@ pub fn order_checks_within(ruleset: &Ruleset, sources: &Sources, levels: &crate:
         }
         diagnostics
     });
-    let diagnostics: Vec<Diagnostic> = found.into_iter().flatten().collect();
-    diagnostics
+    (found.into_iter().flatten().collect(), built)
 }
 
 /// One IR rule per source rule, in order, derived rules left out.

@@ -58,7 +58,7 @@ use crate::ir::*;
 use std::ops::Range;
 
 /// A region: one inclusive interval per field.
-type Region = [(u128, u128); FIELDS];
+pub type Region = [(u128, u128); FIELDS];
 
 /// Lists longer than this choose their split field on a sample of this
 /// many parts.
@@ -111,6 +111,7 @@ struct Position {
     decides: bool,
     limited: bool,
     class: u16,
+    accepts: bool,
 }
 
 /// One part of a position's match, its intervals in the arena:
@@ -140,6 +141,9 @@ pub struct Chain {
     /// The whole packet space: each field's whole range.
     whole: Region,
     policy_class: u16,
+    policy_accepts: bool,
+    /// For `accepts_some`: a packet found accepted.
+    found: bool,
     reached: Vec<bool>,
     counts: Vec<bool>,
     /// For each position that may be redundant, the later positions that
@@ -177,6 +181,8 @@ impl Chain {
             intervals: Vec::new(),
             whole: std::array::from_fn(|field| (0, encoder.maxima[field])),
             policy_class: 0,
+            policy_accepts: *policy == Target::Accept,
+            found: false,
             reached: vec![false; flat.len()],
             counts: vec![false; flat.len()],
             same_as: vec![Vec::new(); flat.len()],
@@ -198,6 +204,7 @@ impl Chain {
                 decides: decides(&rule.target),
                 limited: rule.matches.limit.is_some(),
                 class,
+                accepts: rule.target == Target::Accept,
             });
             match &entry.effective {
                 Effective::Own => {
@@ -217,6 +224,48 @@ impl Chain {
         if let Some(ends) = append_box(part, maxima, &mut self.intervals) {
             self.parts.push(Part { position: position as u32, start: start as u32, ends });
         }
+    }
+
+    /// The whole packet space of the chain's family.
+    pub fn whole(&self) -> Region {
+        self.whole
+    }
+
+    /// For the host checks: whether some packet of `region` is accepted,
+    /// limits taken as not exceeded (as the evaluator takes them); `None`
+    /// when `budget` (steps, as for the order analysis) runs out. The
+    /// region is cut as in the first pass until its first part that
+    /// decides either accepts (some of its packets reach it: nothing
+    /// decides before it) or denies all of it.
+    pub fn accepts_some(&mut self, region: &Region, budget: u64) -> Option<bool> {
+        self.left = budget;
+        self.found = false;
+        self.stack = (0..self.parts.len() as u32).filter(|part| self.meets(*part, region)).map(|part| Entry { part, partial: self.partial(part, region) }).collect();
+        let finished = self.visit_accepts(region, 0..self.stack.len());
+        self.stack = Vec::new();
+        if self.found {
+            return Some(true);
+        }
+        finished.map(|()| false)
+    }
+
+    fn visit_accepts(&mut self, region: &Region, list: Range<usize>) -> Option<()> {
+        self.left = self.left.checked_sub(list.len() as u64)?;
+        let Some(first) = list.clone().find(|index| self.positions[self.position(self.stack[*index])].decides) else {
+            // Nothing decides: the policy does.
+            self.found = self.policy_accepts;
+            return if self.found { None } else { Some(()) };
+        };
+        let entry = self.stack[first];
+        if self.positions[self.position(entry)].accepts {
+            self.found = true;
+            return None;
+        }
+        if entry.partial == 0 {
+            return Some(());
+        }
+        let field = self.cut_field(region, first..list.end, Some(first));
+        self.split(region, first..list.end, first..list.end, field, Chain::visit_accepts)
     }
 
     /// The IR rule at a position.

@@ -130,3 +130,36 @@ fn switched_off_checks_do_not_run_and_their_ignores_stay_quiet() {
     assert!(!stderr.contains("unused-ignore"), "{stderr}");
     std::fs::remove_dir_all(&directory).ok();
 }
+
+/// The lockout and neighbour-discovery checks answer exactly however many
+/// rules stand before the answer: 4,000 host denies, each its own class of
+/// source addresses, then the rule that decides.
+#[test]
+fn host_checks_answer_on_large_policies() {
+    let directory = std::env::temp_dir().join(format!("fwc-cli-host-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temporary directory");
+    let policy = directory.join("p.fw");
+    let denies: String = (0..4000).map(|host| format!("deny in from 198.18.{}.{}\ndeny in from fd00::{:x}\n", host / 250, host % 250 + 1, host + 1)).collect();
+    let write = |last: &str| std::fs::write(&policy, format!("policy in drop\npolicy out drop\nuse established\n{denies}{last}")).expect("policy written");
+    let path = policy.to_str().expect("utf-8 path");
+    let quiet = ["-A", "shadowed-rule", "-A", "redundant-rule"];
+    // Nothing lets SSH or neighbour discovery in.
+    write("allow in tcp 80 stateful\n");
+    let (_, _, stderr) = fwc(&[&["check", path][..], &quiet].concat());
+    assert!(stderr.contains("warning[lockout]"), "{stderr}");
+    assert_eq!(stderr.matches("warning[no-neighbour-discovery]").count(), 2, "{stderr}");
+    // SSH from one block, after all the denies; neighbour discovery both ways.
+    write("allow in tcp 22 from 198.19.0.0/16 stateful\nuse icmpv6\n");
+    let (_, _, stderr) = fwc(&[&["check", path][..], &quiet].concat());
+    assert!(!stderr.contains("lockout") && !stderr.contains("neighbour"), "{stderr}");
+    // SSH only from a host denied before: locked out all the same.
+    write("allow in tcp 22 from 198.18.3.1 stateful\nuse icmpv6\n");
+    let (_, _, stderr) = fwc(&[&["check", path][..], &quiet].concat());
+    assert!(!stderr.contains("neighbour"), "{stderr}");
+    assert!(stderr.contains("warning[lockout]"), "{stderr}");
+    // From a block with hosts denied before, but not all of it: not.
+    write("allow in tcp 22 from 198.18.3.0/24 stateful\nuse icmpv6\n");
+    let (_, _, stderr) = fwc(&[&["check", path][..], &quiet].concat());
+    assert!(!stderr.contains("warning[lockout]"), "198.18.3.251 is not denied: {stderr}");
+    std::fs::remove_dir_all(&directory).ok();
+}
