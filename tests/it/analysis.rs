@@ -298,3 +298,42 @@ fn the_benchmark_policy_of_1000_rules_is_analysed_in_full() {
     assert!(!codes.contains(&fwc::Code::AnalysisIncomplete), "{codes:?}");
     assert!(codes.contains(&fwc::Code::ShadowedRule), "{codes:?}");
 }
+
+/// The lockout check, answered over the analysis' regions, against the
+/// evaluator on every class of new SSH packet of the random policies
+/// (those with `policy in drop`): reported if and only if none is
+/// accepted. Loopback packets come from the host itself and do not count
+/// (the random policies name eth0 and eth1 only).
+#[test]
+fn lockout_agrees_with_brute_force() {
+    let knob = |name: &str, default: u64| std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default);
+    let (count, first) = (knob("FWC_ANALYSIS_CASES", 1500), knob("FWC_ANALYSIS_SEED", 1));
+    let (mut compared, mut locked_out) = (0, 0);
+    for seed in first..first + count {
+        let text = policy_text(seed);
+        let compilation = fwc::compile(&Memory(text.clone()), Path::new("random.fw"), &[]).expect("in memory");
+        let ruleset = &compilation.lowered.ruleset;
+        if compilation.has_errors() || ruleset.policies.input != fwc::ir::Verdict::Drop {
+            continue;
+        }
+        let program = Program::new(ruleset);
+        let constraint = Constraint {
+            protocol: Some(fwc::ir::Protocol::TCP.0),
+            destination_ports: Some(vec![fwc::ir::PortRange { low: 22, high: 22 }]),
+            state: Some(ConnectionState::New),
+            ..Constraint::default()
+        };
+        let mut accepted = false;
+        space::for_each_packet(ruleset, Direction::In, &constraint, |packet| {
+            accepted |= program.evaluate(packet).decision == fwc::eval::Decision::Accept;
+            !accepted
+        })
+        .expect("small policies have small spaces");
+        let reported = compilation.diagnostics.iter().any(|diagnostic| diagnostic.code == fwc::Code::Lockout);
+        assert_eq!(reported, !accepted, "seed {seed}:\n{text}");
+        compared += 1;
+        locked_out += usize::from(reported);
+    }
+    // Both answers are exercised.
+    assert!(compared > count as usize / 10 && locked_out > 0 && locked_out < compared, "{compared} compared, {locked_out} locked out");
+}
