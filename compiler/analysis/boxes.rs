@@ -350,7 +350,7 @@ impl<'a> Arena<'a> {
     }
 }
 
-fn number(address: IpAddr) -> u128 {
+pub(super) fn number(address: IpAddr) -> u128 {
     match address {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         IpAddr::V6(v6) => u128::from(v6),

@@ -3,7 +3,7 @@
 //! chain used. Each question is answered exactly over the flattened
 //! chains the order analysis cuts into regions (`accepts_some`).
 
-use super::boxes::{DESTINATION, DESTINATION_PORT, ICMP_TYPE, IN_INTERFACE, OUT_INTERFACE, PROTOCOL, SOURCE, SOURCE_PORT, STATE};
+use super::boxes::{number, DESTINATION, DESTINATION_PORT, ICMP_TYPE, IN_INTERFACE, OUT_INTERFACE, PROTOCOL, SOURCE, SOURCE_PORT, STATE};
 use super::partition::{self, Region};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::eval::space::Constraint;
@@ -29,34 +29,22 @@ pub struct HostContext {
 struct Chains<'a> {
     ruleset: &'a Ruleset,
     /// Each chain with the code of the loopback interface in it.
-    built: Vec<((Family, Direction), partition::Chain, Option<u128>)>,
+    built: Vec<((Family, ChainRef), partition::Chain, Option<u128>)>,
 }
 
 impl Chains<'_> {
-    fn get(&mut self, family: Family, direction: Direction) -> (&mut partition::Chain, Option<u128>) {
-        let index = match self.built.iter().position(|(key, _, _)| *key == (family, direction)) {
+    fn get(&mut self, family: Family, builtin: ChainRef) -> (&mut partition::Chain, Option<u128>) {
+        let key = (family, builtin);
+        let index = match self.built.iter().position(|(built, _, _)| *built == key) {
             Some(index) => index,
             None => {
-                let builtin = match direction {
-                    Direction::In => ChainRef::Input,
-                    Direction::Out => ChainRef::Output,
-                    Direction::Forward => ChainRef::Forward,
-                };
-                let (chain, loopback) = super::chain_of(self.ruleset, family, &builtin);
-                self.built.push(((family, direction), chain, loopback));
+                let (chain, loopback) = super::chain_of(self.ruleset, family, &key.1);
+                self.built.push((key, chain, loopback));
                 self.built.len() - 1
             }
         };
         let (_, chain, loopback) = &mut self.built[index];
         (chain, *loopback)
-    }
-}
-
-fn direction_of(builtin: &ChainRef) -> Direction {
-    match builtin {
-        ChainRef::Output => Direction::Out,
-        ChainRef::Forward => Direction::Forward,
-        _ => Direction::In,
     }
 }
 
@@ -68,18 +56,19 @@ fn direction_of(builtin: &ChainRef) -> Direction {
 /// assumes it is (the checks then stay quiet).
 fn any_allowed(chains: &mut Chains, direction: Direction, constraint: &Constraint) -> bool {
     debug_assert!(constraint.in_interface.is_none() && constraint.out_interface.is_none(), "no host check names an interface");
+    let (builtin, interfaces): (ChainRef, &[usize]) = match direction {
+        Direction::In => (ChainRef::Input, &[IN_INTERFACE]),
+        Direction::Out => (ChainRef::Output, &[OUT_INTERFACE]),
+        Direction::Forward => (ChainRef::Forward, &[IN_INTERFACE, OUT_INTERFACE]),
+    };
     for family in constraint.families.clone().unwrap_or_else(|| Family::BOTH.to_vec()) {
-        let (chain, loopback) = chains.get(family, direction);
+        let (chain, loopback) = chains.get(family, builtin.clone());
         let mut regions = regions(chain.whole(), family, constraint);
+        // Code 0 is "no interface": the loopback's is above it.
         if let Some(loopback) = loopback {
-            let fields: &[usize] = match direction {
-                Direction::In => &[IN_INTERFACE],
-                Direction::Out => &[OUT_INTERFACE],
-                Direction::Forward => &[IN_INTERFACE, OUT_INTERFACE],
-            };
-            for field in fields {
+            for field in interfaces {
                 let (low, high) = chain.whole()[*field];
-                let others = [(low, loopback.wrapping_sub(1)), (loopback + 1, high)].into_iter().filter(|(low, high)| low <= high && *high <= chain.whole()[*field].1);
+                let others = [(low, loopback - 1), (loopback + 1, high)].into_iter().filter(|(low, high)| low <= high);
                 regions = narrowed(&regions, *field, others);
             }
         }
@@ -143,13 +132,6 @@ fn narrowed(regions: &[Region], field: usize, ranges: impl Iterator<Item = (u128
         .collect()
 }
 
-fn number(address: std::net::IpAddr) -> u128 {
-    match address {
-        std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        std::net::IpAddr::V6(v6) => u128::from(v6),
-    }
-}
-
 /// Steps (see `crate::analysis::BUDGET`) one question may take before the
 /// answer is taken as "yes".
 const PER_QUESTION: u64 = 10_000_000;
@@ -160,8 +142,7 @@ const PER_RULE_CHECKS: usize = 500;
 /// The host checks; `built` holds the chains the order analysis built, if
 /// it ran (the others are built when asked about).
 pub fn host_checks(ruleset: &Ruleset, context: &HostContext, built: super::Built) -> Vec<Diagnostic> {
-    let built = built.0.into_iter().map(|((family, builtin), chain, loopback)| ((family, direction_of(&builtin)), chain, loopback)).collect();
-    let mut chains = Chains { ruleset, built };
+    let mut chains = Chains { ruleset, built: built.0 };
     let mut diagnostics = Vec::new();
 
     // lockout: under `policy in drop`, a new SSH connection must get in
