@@ -249,6 +249,18 @@ impl States {
     pub const ESTABLISHED: States = States(8);
     pub const UNTRACKED: States = States(16);
 
+    /// The set holding one connection state.
+    pub fn of(state: crate::syntax::ast::ConnectionState) -> States {
+        use crate::syntax::ast::ConnectionState;
+        match state {
+            ConnectionState::New => States::NEW,
+            ConnectionState::Established => States::ESTABLISHED,
+            ConnectionState::Related => States::RELATED,
+            ConnectionState::Invalid => States::INVALID,
+            ConnectionState::Untracked => States::UNTRACKED,
+        }
+    }
+
     pub fn union(self, other: States) -> States {
         States(self.0 | other.0)
     }

@@ -92,14 +92,7 @@ fn regions(whole: Region, family: Family, constraint: &Constraint) -> Vec<Region
         region[ICMP_TYPE] = (u128::from(kind), u128::from(kind));
     }
     if let Some(state) = constraint.state {
-        let bit = match state {
-            ConnectionState::New => States::NEW,
-            ConnectionState::Established => States::ESTABLISHED,
-            ConnectionState::Related => States::RELATED,
-            ConnectionState::Invalid => States::INVALID,
-            ConnectionState::Untracked => States::UNTRACKED,
-        };
-        let code = u128::from(bit.0.trailing_zeros());
+        let code = u128::from(States::of(state).0.trailing_zeros());
         region[STATE] = (code, code);
     }
     let mut regions = vec![region];

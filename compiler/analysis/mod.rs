@@ -105,13 +105,7 @@ fn facts_and_chains(ruleset: &Ruleset, budget: u64, explain_reached: bool) -> (O
     let analysed = parallel::map(&order, |task| {
         let (family, builtin) = tasks[*task];
         let (encoder, chains) = &families[family];
-        let flat = flatten::flatten(ruleset, encoder, chains, builtin);
-        let policy = match ruleset.policies.of(builtin).expect("built-in") {
-            Verdict::Accept => Target::Accept,
-            Verdict::Drop => Target::Drop,
-        };
-        let mut chain = partition::Chain::new(ruleset, &flat, &policy, encoder);
-        drop(flat);
+        let mut chain = build(ruleset, encoder, chains, builtin);
         let mut left = budget;
         let analysed = (|| {
             let found = chain.analyse(&mut left)?;
@@ -178,12 +172,17 @@ fn chain_of(ruleset: &Ruleset, family: Family, builtin: &ChainRef) -> (partition
     let filter: Vec<&Rule> = ruleset.rules.iter().filter(|rule| rule.family == family && rule.table == Table::Filter).collect();
     let encoder = Encoder::new(family, &filter);
     let chains = flatten::chains(ruleset, family);
-    let flat = flatten::flatten(ruleset, &encoder, &chains, builtin);
+    (build(ruleset, &encoder, &chains, builtin), encoder.interface_code("lo"))
+}
+
+/// A built-in chain, flattened and encoded, with its policy.
+fn build(ruleset: &Ruleset, encoder: &Encoder, chains: &flatten::Chains, builtin: &ChainRef) -> partition::Chain {
+    let flat = flatten::flatten(ruleset, encoder, chains, builtin);
     let policy = match ruleset.policies.of(builtin).expect("built-in") {
         Verdict::Accept => Target::Accept,
         Verdict::Drop => Target::Drop,
     };
-    (partition::Chain::new(ruleset, &flat, &policy, &encoder), encoder.interface_code("lo"))
+    partition::Chain::new(ruleset, &flat, &policy, encoder)
 }
 
 fn decides(rule: &Rule) -> bool {

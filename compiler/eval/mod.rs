@@ -243,14 +243,7 @@ pub fn matches(matches: &Matches, packet: &Packet) -> bool {
         }
     }
     if let Some(states) = &matches.states {
-        let state = match packet.state {
-            ConnectionState::New => States::NEW,
-            ConnectionState::Established => States::ESTABLISHED,
-            ConnectionState::Related => States::RELATED,
-            ConnectionState::Invalid => States::INVALID,
-            ConnectionState::Untracked => States::UNTRACKED,
-        };
-        if !negate(states.negated, states.value.contains(state)) {
+        if !negate(states.negated, states.value.contains(States::of(packet.state))) {
             return false;
         }
     }

@@ -410,7 +410,7 @@ impl Resolver<'_> {
         let destinations = rule.to.as_ref().map(|to| self.addresses(to));
         let states = rule.state.as_ref().map(|state| Match {
             negated: state.negated,
-            value: state.states.iter().fold(States::default(), |set, state| set.union(states_of(state.value))),
+            value: state.states.iter().fold(States::default(), |set, state| set.union(States::of(state.value))),
         });
         let limit = options.limit.as_ref().and_then(|limit| self.limit(limit));
         let log_rate = options.rate.as_ref().and_then(|rate| self.limit(rate));
@@ -1123,12 +1123,3 @@ fn self_text(item: &ast::PortItem) -> String {
     }
 }
 
-fn states_of(state: ast::ConnectionState) -> States {
-    match state {
-        ast::ConnectionState::New => States::NEW,
-        ast::ConnectionState::Established => States::ESTABLISHED,
-        ast::ConnectionState::Related => States::RELATED,
-        ast::ConnectionState::Invalid => States::INVALID,
-        ast::ConnectionState::Untracked => States::UNTRACKED,
-    }
-}
