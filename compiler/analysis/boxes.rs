@@ -95,15 +95,6 @@ impl Intervals {
     }
 }
 
-/// Whether the sorted, disjoint intervals hold the value.
-pub fn contains(intervals: &[(u128, u128)], value: u128) -> bool {
-    let after = intervals.partition_point(|interval| interval.0 <= value);
-    after > 0 && intervals[after - 1].1 >= value
-}
-
-/// One packet: a value per field.
-pub type Point = [u128; FIELDS];
-
 /// A product of one interval set per field. Empty if any field is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PacketBox(pub [Intervals; FIELDS]);

@@ -4,7 +4,7 @@
 //! chains the order analysis cuts into regions (`accepts_some`).
 
 use super::boxes::{number, DESTINATION, DESTINATION_PORT, ICMP_TYPE, IN_INTERFACE, OUT_INTERFACE, PROTOCOL, SOURCE, SOURCE_PORT, STATE};
-use super::partition::{self, Region};
+use super::partition::{self, Packets as Region};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::eval::space::Constraint;
 use crate::ir::*;

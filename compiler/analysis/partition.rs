@@ -42,6 +42,14 @@
 //! A second pass (`deciders`) cuts the same way to find, for the positions
 //! asked about, the earlier rules that decide their packets.
 //!
+//! The chain is kept in *codes*, 32 bits per field: a field's value
+//! itself when it fits (everything but IPv6 addresses), otherwise the
+//! rank of the elementary interval holding it, between two ends of the
+//! chain's intervals in that field. Every rule treats the values of one
+//! elementary interval alike, so the ranks lose nothing. Each field is a
+//! column, a cell per part: a cut in one field reads one 8-byte cell per
+//! entry, a quarter of what one 128-bit interval took.
+//!
 //! The lists live on one stack: a cut sorts its list's entries into its
 //! pieces' lists above it (counted first, then placed), visits them, and
 //! takes them off again, so cutting allocates nothing once the stack has
@@ -52,13 +60,25 @@
 //! one cannot change any answer, and a probe is a real packet. Cost: the
 //! total length of the lists of the regions visited; the budget bounds it.
 
-use super::boxes::*;
+use super::boxes::{append_box, Encoder, FIELDS};
 use super::flatten::{Effective, Flat};
 use crate::ir::*;
 use std::ops::Range;
 
-/// A region: one inclusive interval per field.
-pub type Region = [(u128, u128); FIELDS];
+/// Packets as a region of field values: one inclusive interval per field.
+pub type Packets = [(u128, u128); FIELDS];
+
+/// A region in codes (see the module's documentation): one inclusive
+/// interval per field.
+type Region = [(u32, u32); FIELDS];
+
+/// One packet, in codes.
+type Point = [u32; FIELDS];
+
+/// A cell of a field's column whose part has several intervals in that
+/// field: `(MANY, index)`, the intervals being `spread[many[index]]`. A
+/// real interval never starts above its end.
+const MANY: u32 = u32::MAX;
 
 /// Lists longer than this choose their split field on a sample of this
 /// many parts.
@@ -114,12 +134,28 @@ struct Position {
     accepts: bool,
 }
 
-/// One part of a position's match, its intervals in the arena:
-/// field `f`'s are `intervals[start + ends[f - 1]..start + ends[f]]`,
-/// none for a field the part does not limit (its whole range): most rules
-/// limit three or four fields of eleven.
-struct Part {
-    position: u32,
+/// How one field's values become codes.
+enum Coding {
+    /// The value is its own code.
+    Values,
+    /// The code is the rank of the elementary interval holding the value;
+    /// these are where they start, from 0, in order.
+    Ranks(Vec<u128>),
+}
+
+impl Coding {
+    fn code(&self, value: u128) -> u32 {
+        match self {
+            Coding::Values => value as u32,
+            Coding::Ranks(starts) => (starts.partition_point(|start| *start <= value) - 1) as u32,
+        }
+    }
+}
+
+/// One part of a position's match while the chain is being built: where
+/// its intervals start in the arena, and where each field's end (none
+/// for a field the part leaves whole).
+struct Built {
     start: u32,
     ends: [u32; FIELDS],
 }
@@ -136,9 +172,17 @@ pub struct Found {
 /// One flattened chain, ready for both passes.
 pub struct Chain {
     positions: Vec<Position>,
-    parts: Vec<Part>,
-    intervals: Vec<(u128, u128)>,
-    /// The whole packet space: each field's whole range.
+    /// The position each part belongs to.
+    owners: Vec<u32>,
+    /// Each field's column: a part's one interval in the field, or `MANY`.
+    columns: [Vec<(u32, u32)>; FIELDS],
+    /// Where the intervals of each `MANY` cell are in `spread`.
+    many: Vec<(u32, u32)>,
+    spread: Vec<(u32, u32)>,
+    codings: [Coding; FIELDS],
+    /// The whole packet space: each field's whole range, as values and
+    /// as codes.
+    maxima: [u128; FIELDS],
     whole: Region,
     policy_class: u16,
     policy_accepts: bool,
@@ -158,11 +202,11 @@ pub struct Chain {
     /// its parent's; a list is a range of it.
     stack: Vec<Entry>,
     /// The bounds of the cuts on that path, likewise.
-    cuts: Vec<u128>,
+    cuts: Vec<u32>,
     /// Where each piece of those cuts ends in `stack`.
     ends: Vec<u32>,
     /// Bounds tried when choosing a cut's field.
-    scratch: Vec<u128>,
+    scratch: Vec<u32>,
     /// The runs of the cut being placed.
     runs: Vec<Run>,
 }
@@ -175,17 +219,93 @@ impl Chain {
     pub fn new(ruleset: &Ruleset, flat: &[Flat], policy: &Target, encoder: &Encoder) -> Chain {
         // Positions of one class have one target; the policy's is class 0.
         let mut classes: rustc_hash::FxHashMap<&Target, u16> = [(policy, 0)].into_iter().collect();
-        let mut chain = Chain {
-            positions: Vec::with_capacity(flat.len()),
-            parts: Vec::with_capacity(flat.len()),
-            intervals: Vec::new(),
-            whole: std::array::from_fn(|field| (0, encoder.maxima[field])),
+        let mut positions = Vec::with_capacity(flat.len());
+        let mut owners = Vec::with_capacity(flat.len());
+        let mut built = Vec::with_capacity(flat.len());
+        let mut intervals = Vec::new();
+        for (position, entry) in flat.iter().enumerate() {
+            let rule = &ruleset.rules[entry.rule];
+            let next = classes.len() as u16;
+            let class = *classes.entry(&rule.target).or_insert(next);
+            positions.push(Position {
+                rule: entry.rule,
+                decides: decides(&rule.target),
+                limited: rule.matches.limit.is_some(),
+                class,
+                accepts: rule.target == Target::Accept,
+            });
+            let mut push = |start: usize, ends: Option<[u32; FIELDS]>| {
+                if let Some(ends) = ends {
+                    owners.push(position as u32);
+                    built.push(Built { start: start as u32, ends });
+                }
+            };
+            match &entry.effective {
+                Effective::Own => push(intervals.len(), encoder.encode_into(&rule.matches, &mut intervals)),
+                Effective::Within(parts) => {
+                    for part in parts {
+                        push(intervals.len(), append_box(part, &encoder.maxima, &mut intervals));
+                    }
+                }
+            }
+        }
+        let maxima = encoder.maxima;
+        let field_of = |part: &Built, field: usize| {
+            let from = if field == 0 { 0 } else { part.ends[field - 1] };
+            &intervals[(part.start + from) as usize..(part.start + part.ends[field]) as usize]
+        };
+        let codings: [Coding; FIELDS] = std::array::from_fn(|field| {
+            if maxima[field] <= u128::from(u32::MAX) {
+                return Coding::Values;
+            }
+            let mut starts = vec![0];
+            for part in &built {
+                for &(low, high) in field_of(part, field) {
+                    starts.push(low);
+                    if high < maxima[field] {
+                        starts.push(high + 1);
+                    }
+                }
+            }
+            starts.sort_unstable();
+            starts.dedup();
+            Coding::Ranks(starts)
+        });
+        let whole: Region = std::array::from_fn(|field| (0, codings[field].code(maxima[field])));
+        let (mut many, mut spread) = (Vec::new(), Vec::new());
+        let columns = std::array::from_fn(|field| {
+            let coding = &codings[field];
+            let code = |(low, high): &(u128, u128)| (coding.code(*low), coding.code(*high));
+            built
+                .iter()
+                .map(|part| match field_of(part, field) {
+                    [] => whole[field],
+                    [one] => code(one),
+                    several => {
+                        let from = spread.len() as u32;
+                        spread.extend(several.iter().map(code));
+                        many.push((from, spread.len() as u32));
+                        (MANY, many.len() as u32 - 1)
+                    }
+                })
+                .collect()
+        });
+        let count = positions.len();
+        Chain {
+            positions,
+            owners,
+            columns,
+            many,
+            spread,
+            codings,
+            maxima,
+            whole,
             policy_class: 0,
             policy_accepts: *policy == Target::Accept,
             found: false,
-            reached: vec![false; flat.len()],
-            counts: vec![false; flat.len()],
-            same_as: vec![Vec::new(); flat.len()],
+            reached: vec![false; count],
+            counts: vec![false; count],
+            same_as: vec![Vec::new(); count],
             wanted: Vec::new(),
             deciders: Vec::new(),
             left: 0,
@@ -194,41 +314,12 @@ impl Chain {
             ends: Vec::new(),
             scratch: Vec::new(),
             runs: Vec::new(),
-        };
-        for (position, entry) in flat.iter().enumerate() {
-            let rule = &ruleset.rules[entry.rule];
-            let next = classes.len() as u16;
-            let class = *classes.entry(&rule.target).or_insert(next);
-            chain.positions.push(Position {
-                rule: entry.rule,
-                decides: decides(&rule.target),
-                limited: rule.matches.limit.is_some(),
-                class,
-                accepts: rule.target == Target::Accept,
-            });
-            match &entry.effective {
-                Effective::Own => {
-                    let start = chain.intervals.len();
-                    if let Some(ends) = encoder.encode_into(&rule.matches, &mut chain.intervals) {
-                        chain.parts.push(Part { position: position as u32, start: start as u32, ends });
-                    }
-                }
-                Effective::Within(parts) => parts.iter().for_each(|part| chain.push_part(position, part, &encoder.maxima)),
-            }
-        }
-        chain
-    }
-
-    fn push_part(&mut self, position: usize, part: &PacketBox, maxima: &[u128; FIELDS]) {
-        let start = self.intervals.len();
-        if let Some(ends) = append_box(part, maxima, &mut self.intervals) {
-            self.parts.push(Part { position: position as u32, start: start as u32, ends });
         }
     }
 
-    /// The whole packet space of the chain's family.
-    pub fn whole(&self) -> Region {
-        self.whole
+    /// The whole packet space of the chain's family, as values.
+    pub fn whole(&self) -> Packets {
+        std::array::from_fn(|field| (0, self.maxima[field]))
     }
 
     /// For the host checks: whether some packet of `region` is accepted,
@@ -237,10 +328,15 @@ impl Chain {
     /// region is cut as in the first pass until its first part that
     /// decides either accepts (some of its packets reach it: nothing
     /// decides before it) or denies all of it.
-    pub fn accepts_some(&mut self, region: &Region, budget: u64) -> Option<bool> {
+    pub fn accepts_some(&mut self, packets: &Packets, budget: u64) -> Option<bool> {
+        let region: &Region = &std::array::from_fn(|field| {
+            let (low, high) = packets[field];
+            (self.codings[field].code(low), self.codings[field].code(high))
+        });
         self.left = budget;
         self.found = false;
-        self.stack = (0..self.parts.len() as u32).filter(|part| self.meets(*part, region)).map(|part| Entry { part, partial: self.partial(part, region) }).collect();
+        let whole = self.whole;
+        self.stack = (0..self.owners.len() as u32).filter_map(|part| self.within(Entry { part, partial: self.partial(part, &whole) }, region)).collect();
         let finished = self.visit_accepts(region, 0..self.stack.len());
         self.stack = Vec::new();
         if self.found {
@@ -284,7 +380,7 @@ impl Chain {
     pub fn analyse(&mut self, budget: &mut u64) -> Option<Vec<Found>> {
         self.left = *budget;
         let whole = self.whole;
-        self.stack = (0..self.parts.len() as u32).map(|part| Entry { part, partial: self.partial(part, &whole) }).collect();
+        self.stack = (0..self.owners.len() as u32).map(|part| Entry { part, partial: self.partial(part, &whole) }).collect();
         let finished = self.visit(&whole, 0..self.stack.len());
         self.stack = Vec::new();
         *budget = self.left;
@@ -323,8 +419,8 @@ impl Chain {
         }
         // Entries past the last one asked about decide nothing asked about.
         let whole = self.whole;
-        let position = |part: u32| self.parts[part as usize].position as usize;
-        let last = (0..self.parts.len() as u32).rposition(|part| self.wanted[position(part)]).map_or(0, |last| last + 1);
+        let position = |part: u32| self.owners[part as usize] as usize;
+        let last = (0..self.owners.len() as u32).rposition(|part| self.wanted[position(part)]).map_or(0, |last| last + 1);
         self.stack = (0..last as u32)
             .filter(|part| self.wanted[position(*part)] || self.may_decide(position(*part)))
             .map(|part| Entry { part, partial: self.partial(part, &whole) })
@@ -349,21 +445,20 @@ impl Chain {
     /// 100,000-rule policy), and a wide copy would otherwise be carried
     /// into every region of its block.
     fn copies(&self) -> Vec<(usize, usize)> {
-        // A part's match: where each field's intervals end, and the intervals.
-        type Match<'a> = ([u32; FIELDS], &'a [(u128, u128)]);
+        // A part's match: its intervals in each field.
+        type Match<'a> = [&'a [(u32, u32)]; FIELDS];
         let mut first: rustc_hash::FxHashMap<Match, usize> = Default::default();
         let mut copies = Vec::new();
-        let mut parts = self.parts.iter().peekable();
+        let mut parts = (0..self.owners.len() as u32).peekable();
         for position in 0..self.positions.len() {
             let mut only = None;
             let mut count = 0;
-            while let Some(part) = parts.next_if(|part| part.position as usize == position) {
+            while let Some(part) = parts.next_if(|part| self.owners[*part as usize] as usize == position) {
                 only = Some(part);
                 count += 1;
             }
             let (Some(part), 1, true) = (only, count, self.wanted[position]) else { continue };
-            let start = part.start as usize;
-            let key = (part.ends, &self.intervals[start..start + part.ends[FIELDS - 1] as usize]);
+            let key: Match = std::array::from_fn(|field| self.field(part, field));
             match first.get(&key) {
                 Some(original) => copies.push((position, *original)),
                 None if !self.reached[position] => {
@@ -394,23 +489,20 @@ impl Chain {
         rules.filter(|rule| seen.insert(*rule)).collect()
     }
 
-    /// A part's intervals in a field. A field the part does not limit
-    /// has none in the arena (see `Part`).
-    fn field(&self, part: u32, field: usize) -> &[(u128, u128)] {
-        let part = &self.parts[part as usize];
-        let from = if field == 0 { 0 } else { part.ends[field - 1] as usize };
-        let to = part.ends[field] as usize;
-        if from == to {
-            return std::slice::from_ref(&self.whole[field]);
+    /// A part's intervals in a field.
+    #[inline(always)]
+    fn field(&self, part: u32, field: usize) -> &[(u32, u32)] {
+        let cell = &self.columns[field][part as usize];
+        if cell.0 <= cell.1 {
+            return std::slice::from_ref(cell);
         }
-        let start = part.start as usize;
-        &self.intervals[start + from..start + to]
+        let (from, to) = self.many[cell.1 as usize];
+        &self.spread[from as usize..to as usize]
     }
 
-    /// Asks the cache for the intervals in `field` of the part at `index`
-    /// of the stack, and for the part itself further ahead: a list's parts
-    /// lie far apart in the arena, and waiting for their first reads was
-    /// most of a cut's time.
+    /// Asks the cache for the cell in `field` of the part at `index` of
+    /// the stack: a list's parts lie far apart in the columns, and waiting
+    /// for their first reads was most of a cut's time.
     #[inline(always)]
     fn prefetch(&self, index: usize, field: usize) {
         self.prefetch_in(&self.stack, index, field);
@@ -419,26 +511,16 @@ impl Chain {
     #[inline(always)]
     fn prefetch_in(&self, stack: &[Entry], index: usize, field: usize) {
         #[cfg(target_arch = "x86_64")]
-        {
+        if let Some(entry) = stack.get(index) {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            if let Some(ahead) = stack.get(index + PREFETCH) {
-                let part = self.parts.as_ptr().wrapping_add(ahead.part as usize);
-                // SAFETY: a prefetch only hints; it never faults, whatever the address.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(part.cast()) };
-            }
-            if let Some(entry) = stack.get(index) {
-                if let Some(part) = self.parts.get(entry.part as usize) {
-                    let from = if field == 0 { 0 } else { part.ends[field - 1] };
-                    let interval = self.intervals.as_ptr().wrapping_add((part.start + from) as usize);
-                    // SAFETY: as above.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(interval.cast()) };
-                }
-            }
+            let cell = self.columns[field].as_ptr().wrapping_add(entry.part as usize);
+            // SAFETY: a prefetch only hints; it never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(cell.cast()) };
         }
     }
 
     fn position(&self, entry: Entry) -> usize {
-        self.parts[entry.part as usize].position as usize
+        self.owners[entry.part as usize] as usize
     }
 
     /// The fields in which the part does not include the region.
@@ -454,17 +536,32 @@ impl Chain {
         partial
     }
 
-    fn meets(&self, part: u32, region: &Region) -> bool {
-        region.iter().enumerate().all(|(field, &(low, high))| {
-            let intervals = self.field(part, field);
-            let index = intervals.partition_point(|interval| interval.1 < low);
-            intervals.get(index).is_some_and(|interval| interval.0 <= high)
-        })
+    /// The entry for a region inside the one it was made for; `None` if
+    /// its part does not meet it. Only the fields in which the part did
+    /// not include the first region are read.
+    fn within(&self, entry: Entry, region: &Region) -> Option<Entry> {
+        let mut partial = 0;
+        for field in (0..FIELDS).filter(|field| entry.partial & (1 << field) != 0) {
+            let (low, high) = region[field];
+            let intervals = self.field(entry.part, field);
+            let interval = intervals.get(intervals.partition_point(|interval| interval.1 < low))?;
+            if interval.0 > high {
+                return None;
+            }
+            if !(interval.0 <= low && high <= interval.1) {
+                partial |= 1 << field;
+            }
+        }
+        Some(Entry { part: entry.part, partial })
     }
 
     /// Whether the entry holds a packet of the region.
     fn holds(&self, entry: Entry, point: &Point) -> bool {
-        (0..FIELDS).filter(|field| entry.partial & (1 << field) != 0).all(|field| contains(self.field(entry.part, field), point[field]))
+        (0..FIELDS).filter(|field| entry.partial & (1 << field) != 0).all(|field| {
+            let intervals = self.field(entry.part, field);
+            let after = intervals.partition_point(|interval| interval.0 <= point[field]);
+            after > 0 && intervals[after - 1].1 >= point[field]
+        })
     }
 
     /// The packet of the entry's part in the region with the lowest values
@@ -488,7 +585,7 @@ impl Chain {
 
     /// The smallest region around the entries' packets in `region`.
     fn hull(&self, entries: impl Iterator<Item = Entry>, region: &Region) -> Region {
-        let mut hull = [(u128::MAX, 0); FIELDS];
+        let mut hull = [(u32::MAX, 0); FIELDS];
         for entry in entries {
             let (low, high) = (self.corner(entry, region, false), self.corner(entry, region, true));
             for field in 0..FIELDS {
@@ -651,9 +748,7 @@ impl Chain {
                 shrunk = hull;
                 let start = self.stack.len();
                 for index in first..list.end {
-                    let part = self.stack[index].part;
-                    if self.meets(part, &shrunk) {
-                        let entry = Entry { part, partial: self.partial(part, &shrunk) };
+                    if let Some(entry) = self.within(self.stack[index], &shrunk) {
                         self.stack.push(entry);
                     }
                 }
@@ -792,14 +887,14 @@ impl Chain {
     /// `LEVEL` bits narrower than the widest). Cutting the widest first
     /// lets a wide rule that decides (an address block denied) cut the
     /// list short before the narrow ones inside it are cut apart.
-    fn bounds(&self, region: &Region, field: usize, entries: std::iter::StepBy<Range<usize>>, out: &mut Vec<u128>) {
+    fn bounds(&self, region: &Region, field: usize, entries: std::iter::StepBy<Range<usize>>, out: &mut Vec<u32>) {
         let (low, high) = region[field];
         let bit = 1u16 << field;
         let width = |entry: &Entry| -> u32 {
             self.field(entry.part, field)
                 .iter()
                 .filter(|interval| interval.0 <= high && low <= interval.1)
-                .map(|interval| 128 - (interval.1.min(high) - interval.0.max(low)).leading_zeros())
+                .map(|interval| 32 - (interval.1.min(high) - interval.0.max(low)).leading_zeros())
                 .max()
                 .unwrap_or(0)
         };
@@ -844,7 +939,7 @@ impl Chain {
     /// entry's intervals in `field` meet, and the interval. An entry that
     /// spans the region in the field meets every piece: its part is not
     /// read.
-    fn pieces<'b>(&'b self, entry: Entry, field: usize, region: &Region, bounds: &'b [u128]) -> impl Iterator<Item = (usize, usize, (u128, u128))> + 'b {
+    fn pieces<'b>(&'b self, entry: Entry, field: usize, region: &Region, bounds: &'b [u32]) -> impl Iterator<Item = (usize, usize, (u32, u32))> + 'b {
         let (low, high) = region[field];
         let spans = entry.partial & (1 << field) == 0;
         let intervals = if spans { &[][..] } else { self.field(entry.part, field) };
