@@ -39,18 +39,6 @@ impl Intervals {
         self.0.is_empty()
     }
 
-    pub fn from_unsorted(mut parts: Vec<(u128, u128)>) -> Intervals {
-        parts.sort_unstable();
-        let mut merged: SmallVec<[(u128, u128); 1]> = SmallVec::with_capacity(parts.len());
-        for (low, high) in parts {
-            match merged.last_mut() {
-                Some(last) if low <= last.1.saturating_add(1) => last.1 = last.1.max(high),
-                _ => merged.push((low, high)),
-            }
-        }
-        Intervals(merged)
-    }
-
     pub fn intersect(&self, other: &Intervals) -> Intervals {
         let (mut i, mut j) = (0, 0);
         let mut out = SmallVec::new();
@@ -316,13 +304,24 @@ impl<'a> Arena<'a> {
         self.skip_to(field);
         let from = self.out.len();
         self.out.extend(intervals);
-        if negated || self.out.len() - from > 1 {
-            // Sorted and merged, then complemented when negated.
-            let mut sorted = Intervals::from_unsorted(self.out.drain(from..).collect());
-            if negated {
-                sorted = sorted.complement(self.maxima[field]);
+        if self.out.len() - from > 1 {
+            // Sorted and merged where they are.
+            self.out[from..].sort_unstable();
+            let mut last = from;
+            for index in from + 1..self.out.len() {
+                let (low, high) = self.out[index];
+                if low <= self.out[last].1.saturating_add(1) {
+                    self.out[last].1 = self.out[last].1.max(high);
+                } else {
+                    last += 1;
+                    self.out[last] = (low, high);
+                }
             }
-            self.out.extend_from_slice(&sorted.0);
+            self.out.truncate(last + 1);
+        }
+        if negated {
+            let complement = Intervals(self.out.drain(from..).collect()).complement(self.maxima[field]);
+            self.out.extend_from_slice(&complement.0);
         }
         if self.out.len() == from {
             self.out.truncate(self.start);
