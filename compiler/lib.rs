@@ -97,41 +97,59 @@ pub fn compile_with(
     params: &[(String, String)],
     options: &Options,
 ) -> std::io::Result<Compilation> {
+    let mut compilation = lower_policy(fs, root, params)?;
+    compilation.diagnostics = compilation.checked_diagnostics(options);
+    Ok(compilation)
+}
+
+/// The first half of [`compile_with`]: the policy read and lowered, its
+/// checks not run and its diagnostics' levels not applied
+/// ([`Compilation::checked_diagnostics`] does both). With no error, its
+/// rules can be emitted while the checks run: `fwc build` does.
+pub fn lower_policy(fs: &dyn FileSystem, root: &Path, params: &[(String, String)]) -> std::io::Result<Compilation> {
     let mut sources = Sources::new();
     let mut diagnostics = Vec::new();
     let lowered = lower::lower(&mut sources, fs, root, params, &mut diagnostics)?;
-    // Checks whose every code is switched off (`-A CODE`) do not run.
-    let skipped: Vec<Code> = [Check::Order, Check::Host]
-        .iter()
-        .filter(|check| !check.codes().iter().any(|code| options.levels.enabled(*code)))
-        .flat_map(|check| check.codes().iter().copied())
-        .collect();
-    if !diagnostics.iter().any(Diagnostic::is_error) {
-        let mut context = host_context(&lowered);
-        context.stdlib_files = (0..sources.files().len())
-            .filter(|file| matches!(sources.get(*file).origin, source::Origin::Stdlib(_)))
-            .collect();
-        // The host checks (the evaluator) and the order analysis are
-        // independent: the host checks take a core the analysis leaves
-        // idle at times. Their findings come in the same order either way.
-        // The host checks ask their questions of the chains the order
-        // analysis built, when it ran.
-        let runs = |check: Check| !skipped.contains(&check.codes()[0]);
-        let (order, built) = if runs(Check::Order) {
-            analysis::order_checks_keeping(&lowered.ruleset, &sources, &options.levels, analysis::BUDGET)
-        } else {
-            (Vec::new(), analysis::Built::default())
-        };
-        diagnostics.extend(order);
-        if runs(Check::Host) {
-            diagnostics.extend(analysis::host_checks(&lowered.ruleset, &context, built));
-        }
-        analysis::drop_gaps_of_shadowed(&mut diagnostics);
-        diagnostics.extend(analysis::unused_checks(&lowered, &sources));
-    }
-    apply_ignores(&lowered, &mut diagnostics, &skipped);
-    options.levels.apply(&mut diagnostics);
     Ok(Compilation { sources, diagnostics, lowered })
+}
+
+impl Compilation {
+    /// The second half of [`compile_with`], for a compilation from
+    /// [`lower_policy`]: its diagnostics with the checks' findings (when
+    /// lowering found no error), `ignore`s and levels applied.
+    pub fn checked_diagnostics(&self, options: &Options) -> Vec<Diagnostic> {
+        let (sources, lowered) = (&self.sources, &self.lowered);
+        let mut diagnostics = self.diagnostics.clone();
+        // Checks whose every code is switched off (`-A CODE`) do not run.
+        let skipped: Vec<Code> = [Check::Order, Check::Host]
+            .iter()
+            .filter(|check| !check.codes().iter().any(|code| options.levels.enabled(*code)))
+            .flat_map(|check| check.codes().iter().copied())
+            .collect();
+        if !diagnostics.iter().any(Diagnostic::is_error) {
+            let mut context = host_context(lowered);
+            context.stdlib_files = (0..sources.files().len())
+                .filter(|file| matches!(sources.get(*file).origin, source::Origin::Stdlib(_)))
+                .collect();
+            // The host checks ask their questions of the chains the order
+            // analysis built, when it ran.
+            let runs = |check: Check| !skipped.contains(&check.codes()[0]);
+            let (order, built) = if runs(Check::Order) {
+                analysis::order_checks_keeping(&lowered.ruleset, sources, &options.levels, analysis::BUDGET)
+            } else {
+                (Vec::new(), analysis::Built::default())
+            };
+            diagnostics.extend(order);
+            if runs(Check::Host) {
+                diagnostics.extend(analysis::host_checks(&lowered.ruleset, &context, built));
+            }
+            analysis::drop_gaps_of_shadowed(&mut diagnostics);
+            diagnostics.extend(analysis::unused_checks(lowered, sources));
+        }
+        apply_ignores(lowered, &mut diagnostics, &skipped);
+        options.levels.apply(&mut diagnostics);
+        diagnostics
+    }
 }
 
 /// The checks of a compiled policy.

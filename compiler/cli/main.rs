@@ -198,20 +198,39 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Build { policy, out, emit, no_test, stats, no_consolidate } => {
             let options = fwc::emit::Options { consolidate: !no_consolidate };
-            let Some(compilation) = compile(&policy) else { return ExitCode::from(2) };
+            let Some(mut compilation) = lower(&policy) else { return ExitCode::from(2) };
             if compilation.has_errors() {
+                compilation.diagnostics = compilation.checked_diagnostics(&policy.options());
                 print_diagnostics(&policy, &compilation, &compilation.diagnostics);
                 return ExitCode::from(1);
             }
-            // A large policy's findings take a while to render: that runs
-            // beside its tests and the writing of its outputs, which leave
-            // a core idle at times, and is printed before anything of theirs.
-            let built = std::thread::scope(|scope| {
-                let rendered = scope.spawn(|| format_diagnostics(&policy, &compilation, &compilation.diagnostics));
-                let built = build(&compilation, &policy, no_test, emit.as_deref(), &out, options);
-                rendered.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)).print();
-                built
+            // The rules are sound: the policy's tests and the writing of
+            // its outputs (into temporary files) run beside its checks and
+            // the rendering of their findings, which take a core the
+            // writing leaves idle most of the time. The outputs are moved
+            // into place only if the checks find no error.
+            let (diagnostics, rendered, built) = std::thread::scope(|scope| {
+                let built = scope.spawn(|| build(&compilation, &policy, no_test, emit.as_deref(), &out, options));
+                let diagnostics = compilation.checked_diagnostics(&policy.options());
+                let rendered = format_diagnostics(&policy, &compilation, &diagnostics);
+                (diagnostics, rendered, built.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
             });
+            rendered.print();
+            compilation.diagnostics = diagnostics;
+            if compilation.has_errors() {
+                if let Built::Staged(staged, _) = built {
+                    staged.discard();
+                }
+                std::mem::forget(compilation);
+                return ExitCode::from(1);
+            }
+            let built = match built {
+                Built::Staged(staged, counts) => match staged.commit() {
+                    Ok(()) => Built::Written(counts),
+                    Err(error) => Built::NotWritten(error),
+                },
+                built => built,
+            };
             let code = match built {
                 Built::TestFailures(failures) => {
                     print_diagnostics(&policy, &compilation, &failures);
@@ -232,6 +251,7 @@ fn main() -> ExitCode {
                     eprintln!("error: cannot write to {}: {error}", out.display());
                     ExitCode::from(2)
                 }
+                Built::Staged(..) => unreachable!("committed above"),
             };
             // The process is about to exit: its memory goes back at once,
             // where freeing every rule one by one only takes time.
@@ -372,18 +392,28 @@ fn compile(args: &PolicyArgs) -> Option<Compilation> {
         .ok()
 }
 
+/// Lowers, without the checks (see `fwc::lower_policy`); `None`, having
+/// said why, if the policy is unreadable.
+fn lower(args: &PolicyArgs) -> Option<Compilation> {
+    fwc::lower_policy(&OsFileSystem, &args.policy, &args.params)
+        .map_err(|error| eprintln!("error: cannot read {}: {error}", args.policy.display()))
+        .ok()
+}
+
 /// What `fwc build` did after compiling, to be reported once the
 /// diagnostics are printed.
 enum Built {
     TestFailures(Vec<fwc::Diagnostic>),
     /// The one output asked for with --emit.
     Emitted(String),
+    /// Every output in a temporary file, to be moved into place.
+    Staged(Staged, fwc::consolidate::Stats),
     Written(fwc::consolidate::Stats),
     NotWritten(std::io::Error),
 }
 
 /// Runs the policy's tests (unless `no_test`), then renders the outputs:
-/// the one named by `emit`, or all of them into `out`.
+/// the one named by `emit`, or all of them into temporary files in `out`.
 fn build(compilation: &Compilation, policy: &PolicyArgs, no_test: bool, emit: Option<&str>, out: &Path, options: fwc::emit::Options) -> Built {
     if !no_test {
         let failures: Vec<_> = compilation.run_tests().into_iter().flat_map(|outcome| outcome.failures).collect();
@@ -399,8 +429,8 @@ fn build(compilation: &Compilation, policy: &PolicyArgs, no_test: bool, emit: Op
             let (_, text) = outputs.into_iter().find(|(file, _)| *file == wanted).expect("clap checked the name");
             Built::Emitted(text)
         }
-        None => match write_outputs(out, ruleset, &compilation.sources, &name, options) {
-            Ok(counts) => Built::Written(counts),
+        None => match stage_outputs(out, ruleset, &compilation.sources, &name, options) {
+            Ok((staged, counts)) => Built::Staged(staged, counts),
             Err(error) => Built::NotWritten(error),
         },
     }
@@ -440,32 +470,67 @@ fn format_diagnostics(args: &PolicyArgs, compilation: &Compilation, diagnostics:
     }
 }
 
-/// Writes each output next to the others, atomically per file: into a
-/// temporary file as it is rendered, renamed into place at the end.
-fn write_outputs(
+/// The outputs written into temporary files beside where they go, and
+/// the directories made for them.
+struct Staged {
+    /// Each output's temporary file and its place.
+    files: Vec<(PathBuf, PathBuf)>,
+    /// The directories that did not exist, outermost first.
+    made: Vec<PathBuf>,
+}
+
+impl Staged {
+    /// Moves every output into place, each atomically.
+    fn commit(self) -> std::io::Result<()> {
+        for (temporary, place) in &self.files {
+            if place.file_name().is_some_and(|name| name == "rules.sh") {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(temporary, std::fs::Permissions::from_mode(0o755))?;
+            }
+            std::fs::rename(temporary, place)?;
+        }
+        Ok(())
+    }
+
+    /// Takes everything away again: nothing of the build is left.
+    fn discard(self) {
+        for (temporary, _) in &self.files {
+            let _ = std::fs::remove_file(temporary);
+        }
+        for directory in self.made.iter().rev() {
+            let _ = std::fs::remove_dir(directory);
+        }
+    }
+}
+
+/// Writes each output into a temporary file next to its place, as it is
+/// rendered (see `Staged`).
+fn stage_outputs(
     directory: &Path,
     ruleset: &fwc::ir::Ruleset,
     sources: &fwc::Sources,
     policy_name: &str,
     options: fwc::emit::Options,
-) -> std::io::Result<fwc::consolidate::Stats> {
-    std::fs::create_dir_all(directory)?;
-    let names = fwc::emit::OUTPUT_NAMES;
-    let temporaries = names.map(|name| directory.join(format!(".{name}.tmp")));
-    let mut files = Vec::new();
-    for temporary in &temporaries {
-        files.push(std::fs::File::create(temporary)?);
-    }
-    let [v4, v6, sh, saved_v4, saved_v6, nft, sets] = files.as_mut_slice() else { unreachable!("one file per output") };
-    let writers: &mut [&mut (dyn std::io::Write + Send); 7] = &mut [v4, v6, sh, saved_v4, saved_v6, nft, sets];
-    let stats = fwc::emit::write(ruleset, sources, policy_name, options, writers)?;
-    drop(files);
-    for (name, temporary) in names.iter().zip(&temporaries) {
-        if *name == "rules.sh" {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(temporary, std::fs::Permissions::from_mode(0o755))?;
+) -> std::io::Result<(Staged, fwc::consolidate::Stats)> {
+    let made: Vec<PathBuf> = directory.ancestors().take_while(|ancestor| !ancestor.as_os_str().is_empty() && !ancestor.exists()).map(Path::to_path_buf).collect();
+    let mut staged = Staged { files: Vec::new(), made: made.into_iter().rev().collect() };
+    let written = (|| {
+        std::fs::create_dir_all(directory)?;
+        let mut files = Vec::new();
+        for name in fwc::emit::OUTPUT_NAMES {
+            let temporary = directory.join(format!(".{name}.tmp"));
+            files.push(std::fs::File::create(&temporary)?);
+            staged.files.push((temporary, directory.join(name)));
         }
-        std::fs::rename(temporary, directory.join(name))?;
+        let [v4, v6, sh, saved_v4, saved_v6, nft, sets] = files.as_mut_slice() else { unreachable!("one file per output") };
+        let writers: &mut [&mut (dyn std::io::Write + Send); 7] = &mut [v4, v6, sh, saved_v4, saved_v6, nft, sets];
+        fwc::emit::write(ruleset, sources, policy_name, options, writers)
+    })();
+    match written {
+        Ok(stats) => Ok((staged, stats)),
+        Err(error) => {
+            staged.discard();
+            Err(error)
+        }
     }
-    Ok(stats)
 }

@@ -95,6 +95,32 @@ fn build_stats_count_rules_before_and_after_consolidation() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// The outputs are written while the checks run: when the checks find an
+/// error, nothing is left behind, not even the directory made for them;
+/// files already in place stay as they were.
+#[test]
+fn build_writes_nothing_when_the_checks_fail() {
+    let root = std::env::temp_dir().join(format!("fwc-nothing-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let out = root.join("a/b");
+    let out_text = out.to_string_lossy().into_owned();
+    let (code, _, stderr) = fwc(&["build", "err/deny-warnings.fw", "-D", "shadowed-rule", "-o", &out_text]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("error[shadowed-rule]"), "{stderr}");
+    assert!(!root.exists(), "a failed build made {}", root.display());
+    // Over an earlier build: its files stay, and no temporary is left.
+    let (code, _, stderr) = fwc(&["build", "ok/stateful.fw", "-o", &out_text]);
+    assert_eq!(code, 0, "{stderr}");
+    let before = std::fs::read(out.join("rules.v4")).expect("rules.v4 written");
+    let (code, _, stderr) = fwc(&["build", "err/deny-warnings.fw", "--deny", "warnings", "-o", &out_text]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(std::fs::read(out.join("rules.v4")).unwrap(), before, "a failed build changed rules.v4");
+    let mut names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, fwc::emit::OUTPUT_NAMES.iter().map(|name| name.to_string()).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 /// A check whose every code is switched off does not run, and an `ignore`
 /// of one of its codes is then not called unused: nobody can tell.
 #[test]
