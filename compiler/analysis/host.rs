@@ -381,6 +381,9 @@ fn family_gaps(ruleset: &Ruleset, chains: &mut Chains, context: &HostContext) ->
 /// warning: no client of either family reaches it, and the shadowed-rule
 /// finding is the one to act on.
 pub fn drop_gaps_of_shadowed(diagnostics: &mut Vec<Diagnostic>) {
+    if !diagnostics.iter().any(|diagnostic| matches!(diagnostic.code, Code::Ipv6Gap | Code::Ipv4Gap)) {
+        return;
+    }
     let primary = |diagnostic: &Diagnostic| diagnostic.labels.iter().find(|label| label.primary).map(|label| label.span);
     let shadowed: HashSet<Span> =
         diagnostics.iter().filter(|diagnostic| diagnostic.code == Code::ShadowedRule).filter_map(primary).collect();
