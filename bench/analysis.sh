@@ -12,7 +12,10 @@
 #     would be reported), so the difference is the analysis' cost;
 #   - the build with the host checks (lockout, neighbour discovery,
 #     unused chains, return paths, family gaps) switched off as well: the
-#     difference is what all the analysis costs;
+#     difference is what all the analysis adds to a build, where it runs
+#     beside the writing of the outputs;
+#   - the same two without writing anything (`fwc check`): what the
+#     analysis costs on its own;
 #   - with BASELINE_FWC=PATH, another fwc binary's full build, as a ratio.
 # Also prints whether the analysis finished (no `analysis-incomplete`) and
 # how many shadowed and redundant rules it reported.
@@ -52,9 +55,9 @@ timed() {
 ms() { awk -v us="$1" 'BEGIN { printf "%.0f", us / 1000 }'; }
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '| rules | build | build without order analysis | order analysis adds | build without any analysis | all analysis adds | result | shadowed | redundant |%s\n' \
+printf '| rules | build | build without order analysis | order analysis adds | build without any analysis | all analysis adds | check | check without any analysis | all analysis adds to check | result | shadowed | redundant |%s\n' \
     "${BASE:+ baseline build | build / baseline |}"
-printf '|---:|---:|---:|---:|---:|---:|---|---:|---:|%s\n' "${BASE:+---:|---:|}"
+printf '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|%s\n' "${BASE:+---:|---:|}"
 for n in $SIZES; do
     python3 bench/gen_policy.py "$n" --seed "$SEED" --fw "$TMP/p$n.fw" || die "generator failed for $n"
     "$FWC" build "$TMP/p$n.fw" -o "$TMP/out" >"$TMP/diag$n" 2>&1 || true
@@ -64,17 +67,21 @@ for n in $SIZES; do
     shadowed=$(grep -c '^warning\[shadowed-rule\]' "$TMP/diag$n" || true)
     redundant=$(grep -c '^warning\[redundant-rule\]' "$TMP/diag$n" || true)
     reps=5; [ "$n" -ge 100000 ] && reps=3
-    full= off= none= base=
+    full= off= none= base= check= bare=
     for ((i = 1; i <= reps; i++)); do
         timed full "$FWC" build "$TMP/p$n.fw" -o "$TMP/out"
         timed off "$FWC" build -A shadowed-rule -A redundant-rule "$TMP/p$n.fw" -o "$TMP/out"
         timed none "$FWC" build -A shadowed-rule -A redundant-rule -A lockout -A no-neighbour-discovery \
             -A unused-chain -A return-path -A ipv6-gap -A ipv4-gap "$TMP/p$n.fw" -o "$TMP/out"
+        timed check "$FWC" check "$TMP/p$n.fw"
+        timed bare "$FWC" check -A shadowed-rule -A redundant-rule -A lockout -A no-neighbour-discovery \
+            -A unused-chain -A return-path -A ipv6-gap -A ipv4-gap "$TMP/p$n.fw"
         [ -z "$BASE" ] || timed base "$BASE" build "$TMP/p$n.fw" -o "$TMP/base"
     done
     extra=
     [ -z "$BASE" ] || extra=" $(ms "$base") ms | $(awk -v a="$full" -v b="$base" 'BEGIN { printf "%.2f", a / b }') |"
-    printf '| %s | %s ms | %s ms | %s ms | %s ms | %s ms | %s | %s | %s |%s\n' "$n" "$(ms "$full")" "$(ms "$off")" \
-        "$(ms $((full - off)))" "$(ms "$none")" "$(ms $((full - none)))" "$result" "$shadowed" "$redundant" "$extra"
+    printf '| %s | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s | %s | %s |%s\n' "$n" "$(ms "$full")" "$(ms "$off")" \
+        "$(ms $((full - off)))" "$(ms "$none")" "$(ms $((full - none)))" "$(ms "$check")" "$(ms "$bare")" "$(ms $((check - bare)))" \
+        "$result" "$shadowed" "$redundant" "$extra"
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
