@@ -240,6 +240,14 @@ pub fn order_checks_keeping(ruleset: &Ruleset, sources: &Sources, levels: &crate
     sources_of.sort_unstable_by(|a, b| (a.span, &a.via).cmp(&(b.span, &b.via)));
     let logging: rustc_hash::FxHashSet<Span> =
         ruleset.rules.iter().filter(|rule| matches!(rule.target, Target::Log { .. })).map(|rule| rule.origin.span).collect();
+    // The filter rules that jump to each chain, for rules that no packet
+    // entering their chain matches.
+    let mut jumps: rustc_hash::FxHashMap<&str, Vec<usize>> = Default::default();
+    for (index, rule) in ruleset.rules.iter().enumerate() {
+        if let (Target::Jump(chain), Table::Filter) = (&rule.target, &rule.table) {
+            jumps.entry(chain.as_str()).or_default().push(index);
+        }
+    }
     // The findings, written on every core in chunks of the rules, joined in
     // order.
     let chunks: Vec<&[SourceRule]> = sources_of.chunks(sources_of.len().div_ceil(4 * parallel::threads()).max(1024)).collect();
@@ -278,7 +286,7 @@ pub fn order_checks_keeping(ruleset: &Ruleset, sources: &Sources, levels: &crate
             }
             if shadowed {
                 let covering: Vec<usize> = dedup_sources(ruleset, seen.iter().flat_map(|index| facts[*index].covered_by.iter().copied()));
-                diagnostics.push(shadowed_diagnostic(ruleset, sources, source, &covering));
+                diagnostics.push(shadowed_diagnostic(ruleset, sources, source, &covering, &jumps));
                 continue;
             }
             let deciding: Vec<usize> = seen.iter().copied().filter(|index| decides(&ruleset.rules[*index])).collect();
@@ -346,9 +354,37 @@ fn verdict_word(target: &Target) -> &'static str {
     }
 }
 
-fn shadowed_diagnostic(ruleset: &Ruleset, sources: &Sources, source: &SourceRule, covering: &[usize]) -> Diagnostic {
+fn shadowed_diagnostic(
+    ruleset: &Ruleset,
+    sources: &Sources,
+    source: &SourceRule,
+    covering: &[usize],
+    jumps: &rustc_hash::FxHashMap<&str, Vec<usize>>,
+) -> Diagnostic {
     let first = &ruleset.rules[source.rules[0]];
     let (primary, stdlib_rule) = report_span(sources, source.span, &source.via);
+    // No earlier rule decides its packets: none gets this far in its chain
+    // (the jumps send others, or a `return` before it takes them back).
+    if let (true, ChainRef::User(chain)) = (covering.is_empty(), &first.chain) {
+        let mut diagnostic = Diagnostic::new(
+            Code::ShadowedRule,
+            format!("this rule is never reached: no packet that gets this far in chain `{chain}` matches it"),
+        )
+        .primary(primary, if stdlib_rule.is_some() { "a rule this brings in is never reached" } else { "never reached" });
+        if let Some(stdlib_rule) = stdlib_rule {
+            diagnostic = diagnostic.secondary(stdlib_rule, "this rule");
+        }
+        let mut labels = Vec::new();
+        for index in dedup_sources(ruleset, jumps.get(chain.as_str()).into_iter().flatten().copied()).into_iter().take(4) {
+            push_label(&mut labels, sources, &ruleset.rules[index], format!("packets enter `{chain}` here"));
+        }
+        for (span, label) in labels {
+            diagnostic = diagnostic.secondary(span, label);
+        }
+        return diagnostic.note(format!(
+            "the jumps to `{chain}`, and any `return` before the rule, leave it no packet: make the rule match what they send, or remove it"
+        ));
+    }
     let different = covering.iter().any(|index| ruleset.rules[*index].target != first.target);
     let message = if different {
         "this rule is never reached: earlier rules decide all its packets, differently"
