@@ -155,7 +155,7 @@ impl Coding {
 /// One part of a position's match while the chain is being built: where
 /// its intervals start in the arena, and where each field's end (none
 /// for a field the part leaves whole).
-struct Built {
+struct Encoded {
     start: u32,
     ends: [u32; FIELDS],
 }
@@ -249,7 +249,7 @@ impl Chain {
         let mut classes: rustc_hash::FxHashMap<&Target, u16> = [(policy, 0)].into_iter().collect();
         let mut positions = Vec::with_capacity(flat.len());
         let mut owners = Vec::with_capacity(flat.len());
-        let mut built = Vec::with_capacity(flat.len());
+        let mut encoded = Vec::with_capacity(flat.len());
         // Most parts limit four or five fields to one interval each.
         let mut intervals = Vec::with_capacity(5 * flat.len());
         for (position, entry) in flat.iter().enumerate() {
@@ -275,7 +275,7 @@ impl Chain {
             let mut push = |start: usize, ends: Option<[u32; FIELDS]>| {
                 if let Some(ends) = ends {
                     owners.push(position as u32);
-                    built.push(Built { start: start as u32, ends });
+                    encoded.push(Encoded { start: start as u32, ends });
                 }
             };
             match &entry.effective {
@@ -288,7 +288,7 @@ impl Chain {
             }
         }
         let maxima = encoder.maxima;
-        let field_of = |part: &Built, field: usize| {
+        let field_of = |part: &Encoded, field: usize| {
             let from = if field == 0 { 0 } else { part.ends[field - 1] };
             &intervals[(part.start + from) as usize..(part.start + part.ends[field]) as usize]
         };
@@ -297,7 +297,7 @@ impl Chain {
                 return Coding::Values;
             }
             let mut starts = vec![0];
-            for part in &built {
+            for part in &encoded {
                 for &(low, high) in field_of(part, field) {
                     starts.push(low);
                     if high < maxima[field] {
@@ -311,8 +311,8 @@ impl Chain {
         });
         let whole: Region = std::array::from_fn(|field| (0, codings[field].code(maxima[field])));
         let (mut many, mut spread) = (Vec::new(), Vec::new());
-        let mut columns: [Vec<(u32, u32)>; FIELDS] = std::array::from_fn(|_| Vec::with_capacity(built.len()));
-        for part in &built {
+        let mut columns: [Vec<(u32, u32)>; FIELDS] = std::array::from_fn(|_| Vec::with_capacity(encoded.len()));
+        for part in &encoded {
             for (field, column) in columns.iter_mut().enumerate() {
                 let code = |(low, high): &(u128, u128)| (codings[field].code(*low), codings[field].code(*high));
                 column.push(match field_of(part, field) {
