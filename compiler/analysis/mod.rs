@@ -222,32 +222,41 @@ pub fn order_checks_keeping(ruleset: &Ruleset, sources: &Sources, levels: &crate
         )
         .note("rules that cross each other in several fields (ranges that overlap without one holding the other) cut the packets into very many regions, which makes the exact analysis expensive; fwc test still checks every expectation")], built);
     };
-    // The IR rules of each source rule (a rule from a stdlib module once
-    // per `use` that brought it in), in the order of the source.
+    // In one pass over the rules: the IR rules of each source rule (a
+    // rule from a stdlib module once per `use` that brought it in), in the
+    // order of the source; the rules that log; the filter rules that jump
+    // to each chain, for rules that no packet entering their chain matches.
     let mut sources_of: Vec<SourceRule> = Vec::new();
     let mut index_of: rustc_hash::FxHashMap<(Span, &[Span]), usize> = rustc_hash::FxHashMap::default();
+    let mut logging: rustc_hash::FxHashSet<Span> = Default::default();
+    let mut jumps: rustc_hash::FxHashMap<&str, Vec<usize>> = Default::default();
+    // The source rule of the rule before: one written rule's IR rules
+    // mostly come one after another.
+    let mut last: Option<usize> = None;
     for (index, rule) in ruleset.rules.iter().enumerate() {
+        match &rule.target {
+            Target::Log { .. } => {
+                logging.insert(rule.origin.span);
+            }
+            Target::Jump(chain) if rule.table == Table::Filter => jumps.entry(chain.as_str()).or_default().push(index),
+            _ => {}
+        }
         // Derived rules (replies, LOG halves, reject answers) never warn.
         if rule.origin.derived.is_some() || rule.table != Table::Filter || !decides(rule) && !matches!(rule.target, Target::Jump(_)) {
             continue;
         }
-        let slot = *index_of.entry((rule.origin.span, &rule.origin.via)).or_insert_with(|| {
-            sources_of.push(SourceRule { span: rule.origin.span, via: rule.origin.via.clone(), rules: Vec::new() });
-            sources_of.len() - 1
-        });
+        let key = (rule.origin.span, rule.origin.via.as_slice());
+        let slot = match last {
+            Some(slot) if (sources_of[slot].span, sources_of[slot].via.as_slice()) == key => slot,
+            _ => *index_of.entry(key).or_insert_with(|| {
+                sources_of.push(SourceRule { span: rule.origin.span, via: rule.origin.via.clone(), rules: Vec::new() });
+                sources_of.len() - 1
+            }),
+        };
         sources_of[slot].rules.push(index);
+        last = Some(slot);
     }
     sources_of.sort_unstable_by(|a, b| (a.span, &a.via).cmp(&(b.span, &b.via)));
-    let logging: rustc_hash::FxHashSet<Span> =
-        ruleset.rules.iter().filter(|rule| matches!(rule.target, Target::Log { .. })).map(|rule| rule.origin.span).collect();
-    // The filter rules that jump to each chain, for rules that no packet
-    // entering their chain matches.
-    let mut jumps: rustc_hash::FxHashMap<&str, Vec<usize>> = Default::default();
-    for (index, rule) in ruleset.rules.iter().enumerate() {
-        if let (Target::Jump(chain), Table::Filter) = (&rule.target, &rule.table) {
-            jumps.entry(chain.as_str()).or_default().push(index);
-        }
-    }
     // The findings, written on every core in chunks of the rules, joined in
     // order.
     let chunks: Vec<&[SourceRule]> = sources_of.chunks(sources_of.len().div_ceil(4 * parallel::threads()).max(1024)).collect();
