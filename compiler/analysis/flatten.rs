@@ -35,10 +35,12 @@ pub enum Effective {
 /// The filter rules of one family, by chain, in order.
 pub type Chains<'r> = FxHashMap<&'r ChainRef, Vec<usize>>;
 
-pub fn chains(ruleset: &Ruleset, family: Family) -> Chains<'_> {
+/// `family`: the indices of the family's rules, in order.
+pub fn chains<'r>(ruleset: &'r Ruleset, family: &[usize]) -> Chains<'r> {
     let mut chains: Chains = FxHashMap::default();
-    for (index, rule) in ruleset.rules.iter().enumerate() {
-        if rule.family == family && rule.table == Table::Filter {
+    for &index in family {
+        let rule = &ruleset.rules[index];
+        if rule.table == Table::Filter {
             chains.entry(&rule.chain).or_default().push(index);
         }
     }

@@ -87,7 +87,7 @@ fn facts_and_chains(ruleset: &Ruleset, budget: u64, explain_reached: bool) -> (O
     let by_family: Vec<(Family, Vec<usize>)> = boxes::by_family(ruleset).into_iter().collect();
     let families: Vec<(Encoder, flatten::Chains)> = parallel::map(&by_family, |(family, indices)| {
         let filter: Vec<&Rule> = indices.iter().map(|index| &ruleset.rules[*index]).filter(|rule| rule.table == Table::Filter).collect();
-        (Encoder::new(*family, &filter), flatten::chains(ruleset, *family))
+        (Encoder::new(*family, &filter), flatten::chains(ruleset, indices))
     });
     let builtins = [ChainRef::Input, ChainRef::Forward, ChainRef::Output];
     let tasks: Vec<(usize, &ChainRef)> = (0..families.len()).flat_map(|family| builtins.iter().map(move |builtin| (family, builtin))).collect();
@@ -169,9 +169,10 @@ fn facts_and_chains(ruleset: &Ruleset, budget: u64, explain_reached: bool) -> (O
 /// questions about its packets (the host checks), and the code of the
 /// loopback interface if a rule names it.
 fn chain_of(ruleset: &Ruleset, family: Family, builtin: &ChainRef) -> (partition::Chain, Option<u128>) {
-    let filter: Vec<&Rule> = ruleset.rules.iter().filter(|rule| rule.family == family && rule.table == Table::Filter).collect();
+    let indices: Vec<usize> = (0..ruleset.rules.len()).filter(|index| ruleset.rules[*index].family == family).collect();
+    let filter: Vec<&Rule> = indices.iter().map(|index| &ruleset.rules[*index]).filter(|rule| rule.table == Table::Filter).collect();
     let encoder = Encoder::new(family, &filter);
-    let chains = flatten::chains(ruleset, family);
+    let chains = flatten::chains(ruleset, &indices);
     (build(ruleset, &encoder, &chains, builtin), encoder.interface_code("lo"))
 }
 
