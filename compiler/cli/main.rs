@@ -387,11 +387,12 @@ fn run_compile(args: &PolicyArgs) -> Option<Compilation> {
     Some(compilation)
 }
 
-/// Compiles; `None`, having said why, if the policy is unreadable.
+/// Compiles (`fwc::compile_with`, in its two halves); `None`, having said
+/// why, if the policy is unreadable.
 fn compile(args: &PolicyArgs) -> Option<Compilation> {
-    fwc::compile_with(&OsFileSystem, &args.policy, &args.params, &args.options())
-        .map_err(|error| eprintln!("error: cannot read {}: {error}", args.policy.display()))
-        .ok()
+    let mut compilation = lower(args)?;
+    compilation.diagnostics = compilation.checked_diagnostics(&args.options());
+    Some(compilation)
 }
 
 /// Lowers this thread's priority (and that of the threads it starts from
