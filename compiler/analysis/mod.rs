@@ -373,33 +373,43 @@ fn shadowed_diagnostic(
 ) -> Diagnostic {
     let first = &ruleset.rules[source.rules[0]];
     let (primary, stdlib_rule) = report_span(sources, source.span, &source.via);
-    // No earlier rule decides its packets: none gets this far in its chain
-    // (the jumps send others, or a `return` before it takes them back).
-    if let (true, ChainRef::User(chain)) = (covering.is_empty(), &first.chain) {
-        let mut diagnostic = Diagnostic::new(
-            Code::ShadowedRule,
-            format!("this rule is never reached: no packet that gets this far in chain `{chain}` matches it"),
-        )
-        .primary(primary, if stdlib_rule.is_some() { "a rule this brings in is never reached" } else { "never reached" });
-        if let Some(stdlib_rule) = stdlib_rule {
-            diagnostic = diagnostic.secondary(stdlib_rule, "this rule");
+    let mut labels = Vec::new();
+    let (message, note) = match (covering.is_empty(), &first.chain) {
+        // No earlier rule decides its packets: none gets this far in its
+        // chain (the jumps send others, or a `return` before it takes them
+        // back). The jumps into the chain are named instead.
+        (true, ChainRef::User(chain)) => {
+            for index in dedup_sources(ruleset, jumps.get(chain.as_str()).into_iter().flatten().copied()).into_iter().take(4) {
+                push_label(&mut labels, sources, &ruleset.rules[index], format!("packets enter `{chain}` here"));
+            }
+            (
+                format!("this rule is never reached: no packet that gets this far in chain `{chain}` matches it"),
+                format!("the jumps to `{chain}`, and any `return` before the rule, leave it no packet: make the rule match what they send, or remove it"),
+            )
         }
-        let mut labels = Vec::new();
-        for index in dedup_sources(ruleset, jumps.get(chain.as_str()).into_iter().flatten().copied()).into_iter().take(4) {
-            push_label(&mut labels, sources, &ruleset.rules[index], format!("packets enter `{chain}` here"));
+        _ => {
+            for index in covering.iter().take(4) {
+                let rule = &ruleset.rules[*index];
+                let word = verdict_word(&rule.target);
+                let label = if rule.target != first.target {
+                    format!("wins: {word} these packets first")
+                } else {
+                    format!("already {word} them")
+                };
+                push_label(&mut labels, sources, rule, label);
+            }
+            if covering.iter().any(|index| ruleset.rules[*index].target != first.target) {
+                (
+                    "this rule is never reached: earlier rules decide all its packets, differently".to_string(),
+                    "the first matching rule decides: if this rule is the exception, move it above the rules that win".to_string(),
+                )
+            } else {
+                (
+                    "this rule is never reached: earlier rules already decide all its packets".to_string(),
+                    "remove it, or move it above the rules that already decide its packets if it should count".to_string(),
+                )
+            }
         }
-        for (span, label) in labels {
-            diagnostic = diagnostic.secondary(span, label);
-        }
-        return diagnostic.note(format!(
-            "the jumps to `{chain}`, and any `return` before the rule, leave it no packet: make the rule match what they send, or remove it"
-        ));
-    }
-    let different = covering.iter().any(|index| ruleset.rules[*index].target != first.target);
-    let message = if different {
-        "this rule is never reached: earlier rules decide all its packets, differently"
-    } else {
-        "this rule is never reached: earlier rules already decide all its packets"
     };
     let mut diagnostic = Diagnostic::new(Code::ShadowedRule, message).primary(
         primary,
@@ -408,25 +418,10 @@ fn shadowed_diagnostic(
     if let Some(stdlib_rule) = stdlib_rule {
         diagnostic = diagnostic.secondary(stdlib_rule, "this rule");
     }
-    let mut labels = Vec::new();
-    for index in covering.iter().take(4) {
-        let rule = &ruleset.rules[*index];
-        let word = verdict_word(&rule.target);
-        let label = if rule.target != first.target {
-            format!("wins: {word} these packets first")
-        } else {
-            format!("already {word} them")
-        };
-        push_label(&mut labels, sources, rule, label);
-    }
     for (span, label) in labels {
         diagnostic = diagnostic.secondary(span, label);
     }
-    diagnostic.note(if different {
-        "the first matching rule decides: if this rule is the exception, move it above the rules that win"
-    } else {
-        "remove it, or move it above the rules that already decide its packets if it should count"
-    })
+    diagnostic.note(note)
 }
 
 fn redundant_diagnostic(ruleset: &Ruleset, sources: &Sources, source: &SourceRule, same: &[usize]) -> Diagnostic {
