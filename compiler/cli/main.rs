@@ -226,13 +226,6 @@ fn main() -> ExitCode {
                 std::mem::forget(compilation);
                 return ExitCode::from(1);
             }
-            let built = match built {
-                Built::Staged(staged, counts) => match staged.commit() {
-                    Ok(()) => Built::Written(counts),
-                    Err(error) => Built::NotWritten(error),
-                },
-                built => built,
-            };
             let code = match built {
                 Built::TestFailures(failures) => {
                     print_diagnostics(&policy, &compilation, &failures);
@@ -243,17 +236,16 @@ fn main() -> ExitCode {
                     print!("{text}");
                     ExitCode::SUCCESS
                 }
-                Built::Written(counts) => {
-                    if stats {
-                        eprintln!("{}", counts.describe());
+                Built::Staged(staged, counts) => match staged.commit() {
+                    Ok(()) => {
+                        if stats {
+                            eprintln!("{}", counts.describe());
+                        }
+                        ExitCode::SUCCESS
                     }
-                    ExitCode::SUCCESS
-                }
-                Built::NotWritten(error) => {
-                    eprintln!("error: cannot write to {}: {error}", out.display());
-                    ExitCode::from(2)
-                }
-                Built::Staged(..) => unreachable!("committed above"),
+                    Err(error) => cannot_write(&out, error),
+                },
+                Built::NotWritten(error) => cannot_write(&out, error),
             };
             // The process is about to exit: its memory goes back at once,
             // where freeing every rule one by one only takes time.
@@ -429,8 +421,12 @@ enum Built {
     Emitted(String),
     /// Every output in a temporary file, to be moved into place.
     Staged(Staged, fwc::consolidate::Stats),
-    Written(fwc::consolidate::Stats),
     NotWritten(std::io::Error),
+}
+
+fn cannot_write(out: &Path, error: std::io::Error) -> ExitCode {
+    eprintln!("error: cannot write to {}: {error}", out.display());
+    ExitCode::from(2)
 }
 
 /// Runs the policy's tests (unless `no_test`), then renders the outputs:
